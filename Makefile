@@ -1,0 +1,89 @@
+# graceful.gunicorn: build, lint, test and demo.
+#   make demo   boot three local test hosts, deploy the example ASGI app, print their status
+#   make test   lint, unit and integration tests, then the molecule scenario on local test hosts
+# Both run as root on Debian or Ubuntu: the test hosts are systemd-nspawn containers on a bridge.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+BUILD := $(CURDIR)/build
+COLLECTIONS := $(BUILD)/collections
+COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/graceful/gunicorn
+WHEELHOUSE := $(BUILD)/wheelhouse
+DEB_PACKAGES := systemd-container debootstrap iproute2 openssh-client rsync wrk
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help deps venv collection wheelhouse lint ruff yamllint ansible-lint sanity unit integration \
+        molecule test demo lab-down build clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+deps: ## Debian packages the test hosts and the load client need
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+$(VENV)/.installed: tests/requirements-controller.txt arbiter/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r tests/requirements-controller.txt
+	$(BIN)/pip install -q ./arbiter
+	touch $@
+
+venv: $(VENV)/.installed
+
+collection: ## make the checkout visible to Ansible as graceful.gunicorn
+	@mkdir -p $(dir $(COLLECTION_LINK))
+	@ln -sfn $(CURDIR) $(COLLECTION_LINK)
+
+wheelhouse: venv
+	$(BIN)/python tests/lab/build_wheelhouse.py --out $(WHEELHOUSE)
+
+ruff: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+yamllint: venv
+	$(BIN)/yamllint -s .
+
+ansible-lint: venv collection
+	$(BIN)/ansible-lint --profile production
+
+sanity: venv
+	rm -rf $(BUILD)/sanity && mkdir -p $(BUILD)/sanity/ansible_collections/graceful
+	rsync -a --exclude-from=tests/sanity/rsync-exclude ./ $(BUILD)/sanity/ansible_collections/graceful/gunicorn/
+	cd $(BUILD)/sanity/ansible_collections/graceful/gunicorn && \
+	  $(BIN)/ansible-test sanity --python 3.11 --color no --skip-test pylint 
+
+lint: ruff yamllint ansible-lint sanity
+
+unit: venv collection
+	$(BIN)/pytest -q tests/unit arbiter/tests/unit
+
+integration: venv collection
+	$(BIN)/pytest -q tests/integration arbiter/tests/integration
+
+molecule: deps venv collection wheelhouse
+	$(BIN)/python tests/lab/lab.py rootfs
+	cd $(CURDIR) && $(BIN)/molecule test -s default
+
+test: deps venv lint unit integration molecule
+
+demo: deps venv collection wheelhouse
+	$(BIN)/python tests/lab/lab.py run --name demo --hosts 3 -- $(BIN)/ansible-playbook -i $(CURDIR)/.lab/demo/inventory.yml tests/demo/demo.yml
+
+lab-down:
+	$(BIN)/python tests/lab/lab.py down --name demo
+
+build: venv ## the collection tarball, as Galaxy would get it
+	mkdir -p dist && $(BIN)/ansible-galaxy collection build --force --output-path dist .
+
+clean:
+	rm -rf $(BUILD) dist .pytest_cache .ruff_cache

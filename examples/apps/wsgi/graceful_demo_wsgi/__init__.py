@@ -1,0 +1,50 @@
+"""graceful.gunicorn's example WSGI app: /health, /version, / and /slow, with failure drills."""
+
+import json
+import os
+import time
+from urllib.parse import parse_qs
+
+# Rewritten when a release is built (tests/lab/build_wheelhouse.py), so that releases differ.
+__version__ = "1.0.0"
+# What this release does wrong, for drills: ok, import-error, slow-import, health-error, hang-startup.
+BEHAVIOUR = os.environ.get("DEMO_BEHAVIOUR", "ok")
+
+URL_PREFIX = os.environ.get("DEMO_URL_PREFIX", "").rstrip("/")
+
+if BEHAVIOUR == "import-error":
+    raise RuntimeError(f"graceful-demo-wsgi {__version__}: import fails on purpose (BEHAVIOUR=import-error)")
+if BEHAVIOUR == "slow-import":
+    time.sleep(float(os.environ.get("DEMO_IMPORT_SECONDS", "5")))
+if BEHAVIOUR == "hang-startup":
+    time.sleep(3600)
+
+
+def _json(start_response, status, body):
+    payload = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+    return [payload]
+
+
+def app(environ, start_response):
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if URL_PREFIX:
+        if not path.startswith(URL_PREFIX + "/"):
+            return _json(start_response, "404 Not Found", {"error": "outside the URL prefix", "prefix": URL_PREFIX})
+        path = path[len(URL_PREFIX):]
+    if path == "/health":
+        if BEHAVIOUR == "health-error":
+            return _json(start_response, "500 Internal Server Error", {"status": "unhealthy", "version": __version__})
+        return _json(start_response, "200 OK", {"status": "ok", "version": __version__})
+    if path == "/version":
+        return _json(start_response, "200 OK", {"version": __version__, "pid": os.getpid()})
+    if path == "/slow":
+        seconds = parse_qs(environ.get("QUERY_STRING", "")).get("seconds", ["1"])[0]
+        time.sleep(min(float(seconds), 120))
+        return _json(start_response, "200 OK", {"slept": seconds, "version": __version__})
+    if path == "/":
+        return _json(start_response, "200 OK", {"app": "graceful-demo-wsgi", "version": __version__, "pid": os.getpid()})
+    return _json(start_response, "404 Not Found", {"error": "not found", "path": path})
+
+
+application = app

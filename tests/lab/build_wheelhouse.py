@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Build the wheelhouse that the test hosts (and air-gapped fleets) install from.
+
+It holds the pinned server packages (downloaded from the index), the bundled arbiter, and releases
+of the example apps: good ones (1.0.0, 2.0.0) and drill releases whose local version label says what
+they do wrong (3.0.0+importerror, 3.0.0+healtherror, 3.0.0+hangstartup, 3.0.0+slowimport).
+
+    build_wheelhouse.py [--out build/wheelhouse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+APPS = {"asgi": REPO / "examples/apps/asgi", "wsgi": REPO / "examples/apps/wsgi"}
+RELEASES = {
+    "1.0.0": "ok",
+    "2.0.0": "ok",
+    "3.0.0+importerror": "import-error",
+    "3.0.0+healtherror": "health-error",
+    "3.0.0+hangstartup": "hang-startup",
+    "3.0.0+slowimport": "slow-import",
+}
+
+
+def pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "-q", *args], check=True)
+
+
+def build_release(kind: str, version: str, behaviour: str, out: Path) -> None:
+    dist = f"graceful_demo_{kind}"
+    if list(out.glob(f"{dist}-{version}-*.whl")):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / kind
+        shutil.copytree(APPS[kind], src, ignore=shutil.ignore_patterns("__pycache__"))
+        init = src / dist / "__init__.py"
+        text = init.read_text()
+        text = re.sub(r'^__version__ = ".*"$', f'__version__ = "{version}"', text, count=1, flags=re.M)
+        text = text.replace('os.environ.get("DEMO_BEHAVIOUR", "ok")', f'os.environ.get("DEMO_BEHAVIOUR", "{behaviour}")')
+        init.write_text(text)
+        pip("wheel", "--no-deps", "-w", str(out), str(src))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "build/wheelhouse")
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    # The hosts run Debian bookworm's CPython 3.11 on the controller's architecture.
+    pip("download", "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+        "-d", str(out), "-r", str(REPO / "tests/lab/wheelhouse-requirements.txt"))
+    for old in out.glob("graceful_gunicorn_arbiter-*.whl"):
+        old.unlink()  # always rebuilt: it changes with the collection
+    pip("wheel", "--no-deps", "-w", str(out), str(REPO / "arbiter"))
+    for kind in APPS:
+        for version, behaviour in RELEASES.items():
+            build_release(kind, version, behaviour, out)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

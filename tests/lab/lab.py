@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""Local test hosts: Debian bookworm under systemd-nspawn, with systemd as PID 1 and sshd.
+
+The hosts share one debootstrapped root filesystem (built once and cached), each booting from its
+own overlay mount, on a bridge this script creates with addresses it assigns. They reach nothing but
+the bridge: software reaches them through a wheelhouse built on the controller.
+
+    lab.py rootfs                      build the cached root filesystem if it is missing
+    lab.py up   [--name N] [--hosts K] boot K hosts, write the SSH key and the inventory
+    lab.py down [--name N]             stop the hosts, unmount, delete the bridge and the state
+    lab.py run  [--name N] [--hosts K] -- CMD ...
+                                       up, run CMD with LAB_INVENTORY set, down (also on failure)
+
+Everything started is recorded in the lab's state directory and stopped by PID from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("LAB_CACHE", "/var/cache/graceful-gunicorn-lab"))
+ROOTFS = CACHE / "rootfs-bookworm"
+STATE_ROOT = Path(os.environ.get("LAB_STATE", REPO / ".lab"))
+MIRROR = os.environ.get("LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+PACKAGES = (
+    "systemd,systemd-sysv,dbus,python3,python3-venv,openssh-server,iproute2,"
+    "sudo,procps,curl,ca-certificates,less"
+)
+# Bumped whenever the rootfs recipe changes, so that a stale cache is rebuilt.
+ROOTFS_RECIPE = "3"
+BOOT_TIMEOUT = 90
+
+
+def log(msg: str) -> None:
+    print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+
+def sh(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, text=True, **kw)
+
+
+# ---------------------------------------------------------------- rootfs
+
+def build_rootfs() -> None:
+    stamp = ROOTFS / ".lab-recipe"
+    if stamp.exists() and stamp.read_text().strip() == ROOTFS_RECIPE:
+        return
+    for tool in ("debootstrap", "systemd-nspawn"):
+        if not shutil.which(tool):
+            sys.exit(f"lab: {tool} is missing: apt-get install debootstrap systemd-container")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = CACHE / "rootfs-bookworm.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    log(f"debootstrapping bookworm into {tmp} (about a minute)")
+    sh("debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(tmp), MIRROR,
+       stdout=subprocess.DEVNULL)
+    _configure_rootfs(tmp)
+    (tmp / ".lab-recipe").write_text(ROOTFS_RECIPE + "\n")
+    if ROOTFS.exists():
+        shutil.rmtree(ROOTFS)
+    tmp.rename(ROOTFS)
+    log(f"rootfs ready at {ROOTFS}")
+
+
+def _configure_rootfs(root: Path) -> None:
+    # Units the hosts need at boot; networkd brings up the static address each host gets.
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    for unit in ("systemd-networkd.service", "ssh.service"):
+        link = wants / unit
+        if not os.path.lexists(link):
+            link.symlink_to(f"/lib/systemd/system/{unit}")
+    # Nothing on the hosts may reach for the outside: no apt timers, no resolver.
+    for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "systemd-resolved.service"):
+        mask = root / "etc/systemd/system" / unit
+        if os.path.lexists(mask):
+            mask.unlink()
+        mask.symlink_to("/dev/null")
+    sshd = root / "etc/ssh/sshd_config.d/lab.conf"
+    sshd.write_text("PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n")
+    # Each host gets its own machine id at first boot (written into its overlay).
+    (root / "etc/machine-id").write_text("")
+    resolv = root / "etc/resolv.conf"
+    if os.path.lexists(resolv):
+        resolv.unlink()
+    resolv.write_text("")
+
+
+# ---------------------------------------------------------------- network
+
+class Lab:
+    def __init__(self, name: str):
+        self.name = name
+        self.state = STATE_ROOT / name
+        self.bridge = f"gg{name}"[:15]
+        octet = 200 + (sum(name.encode()) % 50)
+        self.net = ipaddress.ip_network(f"10.213.{octet}.0/24")
+        self.gateway = self.net.network_address + 1
+
+    def host_addr(self, index: int) -> str:
+        return str(self.net.network_address + 10 + index)
+
+    @property
+    def meta_path(self) -> Path:
+        return self.state / "lab.json"
+
+    def load(self) -> dict:
+        if self.meta_path.exists():
+            return json.loads(self.meta_path.read_text())
+        return {"hosts": [], "bridge": None}
+
+    def save(self, meta: dict) -> None:
+        self.meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+
+    # -- up
+    def up(self, count: int) -> None:
+        build_rootfs()
+        if self.meta_path.exists():
+            sys.exit(f"lab: {self.name} is already up (state in {self.state}); run 'lab.py down' first")
+        self.state.mkdir(parents=True, exist_ok=True)
+        meta = {"hosts": [], "bridge": None, "network": str(self.net)}
+        self.save(meta)
+        try:
+            self._make_bridge(meta)
+            key = self._make_key()
+            for index in range(1, count + 1):
+                meta["hosts"].append(self._boot(index, key))
+                self.save(meta)
+            for host in meta["hosts"]:
+                self._wait_ready(host, key)
+            self._write_inventory(meta, key)
+        except BaseException:
+            log("boot failed; tearing down what was started")
+            self.down()
+            raise
+        log(f"{count} hosts up: " + ", ".join(h["address"] for h in meta["hosts"]))
+
+    def _make_bridge(self, meta: dict) -> None:
+        existing = sh("ip", "-j", "route", "show", "to", "match", str(self.gateway),
+                      capture_output=True).stdout
+        for route in json.loads(existing or "[]"):
+            if route.get("dst") not in ("default", None) and route.get("dev") != self.bridge:
+                sys.exit(f"lab: {self.net} is already routed via {route.get('dev')}; pick another lab name")
+        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        meta["bridge"] = self.bridge
+        self.save(meta)
+        sh("ip", "addr", "add", f"{self.gateway}/{self.net.prefixlen}", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
+
+    def _make_key(self) -> Path:
+        key = self.state / "id_ed25519"
+        if not key.exists():
+            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"lab-{self.name}", "-f", str(key))
+        return key
+
+    def _boot(self, index: int, key: Path) -> dict:
+        name = f"{self.name}-h{index}"
+        address = self.host_addr(index)
+        base = self.state / name
+        upper, work, root = base / "upper", base / "work", base / "root"
+        for d in (upper, work, root):
+            d.mkdir(parents=True, exist_ok=True)
+        host = {"name": name, "address": address, "root": str(root), "pid": None, "mounted": False}
+        (upper / "etc/systemd/network").mkdir(parents=True, exist_ok=True)
+        (upper / "etc/hostname").write_text(name + "\n")
+        (upper / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {name}\n")
+        (upper / "etc/systemd/network/10-lab.network").write_text(
+            "[Match]\nName=host0\n\n[Network]\n"
+            f"Address={address}/{self.net.prefixlen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        )
+        ssh_dir = upper / "root/.ssh"
+        ssh_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        auth = ssh_dir / "authorized_keys"
+        auth.write_text(Path(f"{key}.pub").read_text())
+        auth.chmod(0o600)
+        sh("mount", "-t", "overlay", "overlay", "-o",
+           f"lowerdir={ROOTFS},upperdir={upper},workdir={work}", str(root))
+        host["mounted"] = True
+        env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+        with open(base / "console.log", "w") as console:
+            proc = subprocess.Popen(
+                ["systemd-nspawn", "-D", str(root), "-M", name, "-b", "--register=no",
+                 "--keep-unit", f"--network-bridge={self.bridge}", "--console=passive"],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True,
+            )
+        host["pid"] = proc.pid
+        return host
+
+    def check_route(self, address: str) -> None:
+        """Refuse to talk to an address whose route does not go through this lab's bridge."""
+        out = sh("ip", "-j", "route", "get", address, capture_output=True).stdout
+        dev = json.loads(out)[0].get("dev")
+        if dev != self.bridge:
+            raise SystemExit(f"lab: route to {address} goes via {dev}, not {self.bridge}; refusing to connect")
+
+    def _wait_ready(self, host: dict, key: Path) -> None:
+        self.check_route(host["address"])
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        state = "unknown"
+        while time.monotonic() < deadline:
+            if not _alive(host["pid"]):
+                raise SystemExit(f"lab: {host['name']} exited during boot; see {self.state / host['name']}/console.log")
+            if _port_open(host["address"], 22):
+                res = sh(*ssh_cmd(key, host["address"]), "systemctl", "is-system-running",
+                         check=False, capture_output=True)
+                state = res.stdout.strip()
+                if state in ("running", "degraded"):
+                    return
+            time.sleep(0.3)
+        raise SystemExit(f"lab: {host['name']} not ready after {BOOT_TIMEOUT}s (state {state})")
+
+    def _write_inventory(self, meta: dict, key: Path) -> None:
+        hosts = {
+            h["name"]: {"ansible_host": h["address"]} for h in meta["hosts"]
+        }
+        lines = ["# Generated by tests/lab/lab.py: the lab's hosts, reachable only over its bridge.",
+                 "all:", "  vars:", "    ansible_user: root",
+                 f"    ansible_ssh_private_key_file: {key}",
+                 "    ansible_ssh_common_args: >-",
+                 "      -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+                 "    ansible_python_interpreter: /usr/bin/python3",
+                 f"    lab_bridge: {self.bridge}",
+                 "  children:", "    gunicorn_hosts:", "      hosts:"]
+        for name, hv in hosts.items():
+            lines.append(f"        {name}:")
+            lines.append(f"          ansible_host: {hv['ansible_host']}")
+        (self.state / "inventory.yml").write_text("\n".join(lines) + "\n")
+
+    # -- down
+    def down(self) -> None:
+        meta = self.load()
+        for host in meta.get("hosts", []):
+            _stop(host.get("pid"), host["name"])
+        for host in meta.get("hosts", []):
+            root = host.get("root")
+            if root and os.path.ismount(root):
+                sh("umount", root, check=False)
+                if os.path.ismount(root):
+                    sh("umount", "-l", root, check=False)
+        if meta.get("bridge"):
+            sh("ip", "link", "del", meta["bridge"], check=False, stderr=subprocess.DEVNULL)
+        if self.state.exists():
+            shutil.rmtree(self.state, ignore_errors=True)
+        log(f"{self.name} is down")
+
+
+def ssh_cmd(key: Path, address: str) -> list[str]:
+    return ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", f"root@{address}"]
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _stop(pid: int | None, name: str) -> None:
+    if not _alive(pid):
+        return
+    # SIGTERM makes nspawn halt the container's systemd cleanly.
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _alive(pid):
+        _reap(pid)
+        time.sleep(0.2)
+    if _alive(pid):
+        log(f"{name} did not halt in 20s; killing its process group {pid}")
+        os.killpg(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["rootfs", "up", "down", "run", "inventory", "check-route"])
+    parser.add_argument("--name", default=os.environ.get("LAB_NAME", "lab"))
+    parser.add_argument("--hosts", type=int, default=int(os.environ.get("LAB_HOSTS", "3")))
+    parser.add_argument("addresses", nargs="*", help="for check-route")
+    argv = sys.argv[1:]
+    rest = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if os.geteuid() != 0:
+        sys.exit("lab: must run as root (mounts, bridges and containers)")
+    lab = Lab(args.name)
+    if args.command == "rootfs":
+        build_rootfs()
+    elif args.command == "up":
+        lab.up(args.hosts)
+        print(lab.state / "inventory.yml")
+    elif args.command == "down":
+        lab.down()
+    elif args.command == "inventory":
+        print(lab.state / "inventory.yml")
+    elif args.command == "check-route":
+        for address in args.addresses:
+            lab.check_route(address)
+    elif args.command == "run":
+        cmd = rest
+        if not cmd:
+            sys.exit("lab: run needs a command after --")
+        # Tear down on any exit, including SIGTERM/SIGINT from a CI time-out.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda *_: sys.exit(128 + 15))
+        try:
+            lab.up(args.hosts)
+            env = dict(os.environ, LAB_INVENTORY=str(lab.state / "inventory.yml"), LAB_NAME=lab.name,
+                       LAB_BRIDGE=lab.bridge)
+            return subprocess.call(cmd, env=env)
+        finally:
+            lab.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
