@@ -34,7 +34,7 @@ def _project() -> dict:
         if header:
             section = header.group(1)
             continue
-        kv = re.match(r'^([\w-]+)\s*=\s*(.+)$', line.strip())
+        kv = re.match(r"^([\w-]+)\s*=\s*(.+)$", line.strip())
         if not kv:
             continue
         key, value = kv.groups()
@@ -91,7 +91,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
             files.append((path.relative_to(src).as_posix(), path.read_bytes()))
     files.append((f"{info}/METADATA", _metadata(project).encode()))
-    files.append((f"{info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: wheel_backend\nRoot-Is-Purelib: true\nTag: py3-none-any\n"))
+    wheel_info = b"Wheel-Version: 1.0\nGenerator: wheel_backend\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files.append((f"{info}/WHEEL", wheel_info))
     entry_points = _entry_points(project)
     if entry_points:
         files.append((f"{info}/entry_points.txt", entry_points.encode()))

@@ -44,7 +44,8 @@ def build_release(kind: str, version: str, behaviour: str, out: Path) -> None:
         init = src / dist / "__init__.py"
         text = init.read_text()
         text = re.sub(r'^__version__ = ".*"$', f'__version__ = "{version}"', text, count=1, flags=re.M)
-        text = text.replace('os.environ.get("DEMO_BEHAVIOUR", "ok")', f'os.environ.get("DEMO_BEHAVIOUR", "{behaviour}")')
+        default = 'os.environ.get("DEMO_BEHAVIOUR", "ok")'
+        text = text.replace(default, default.replace('"ok"', f'"{behaviour}"'))
         init.write_text(text)
         pip("wheel", "--no-deps", "-w", str(out), str(src))
 
@@ -56,8 +57,18 @@ def main() -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     # The hosts run Debian bookworm's CPython 3.11 on the controller's architecture.
-    pip("download", "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
-        "-d", str(out), "-r", str(REPO / "tests/lab/wheelhouse-requirements.txt"))
+    pip(
+        "download",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "-d",
+        str(out),
+        "-r",
+        str(REPO / "tests/lab/wheelhouse-requirements.txt"),
+    )
     for old in out.glob("graceful_gunicorn_arbiter-*.whl"):
         old.unlink()  # always rebuilt: it changes with the collection
     pip("wheel", "--no-deps", "-w", str(out), str(REPO / "arbiter"))

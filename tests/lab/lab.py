@@ -17,6 +17,7 @@ Everything started is recorded in the lab's state directory and stopped by PID f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -34,8 +35,7 @@ ROOTFS = CACHE / "rootfs-bookworm"
 STATE_ROOT = Path(os.environ.get("LAB_STATE", REPO / ".lab"))
 MIRROR = os.environ.get("LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = (
-    "systemd,systemd-sysv,dbus,python3,python3-venv,openssh-server,iproute2,"
-    "sudo,procps,curl,ca-certificates,less"
+    "systemd,systemd-sysv,dbus,python3,python3-venv,openssh-server,iproute2,sudo,procps,curl,ca-certificates,less"
 )
 # Bumped whenever the rootfs recipe changes, so that a stale cache is rebuilt.
 ROOTFS_RECIPE = "3"
@@ -52,6 +52,7 @@ def sh(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
 
 # ---------------------------------------------------------------- rootfs
 
+
 def build_rootfs() -> None:
     stamp = ROOTFS / ".lab-recipe"
     if stamp.exists() and stamp.read_text().strip() == ROOTFS_RECIPE:
@@ -64,8 +65,15 @@ def build_rootfs() -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     log(f"debootstrapping bookworm into {tmp} (about a minute)")
-    sh("debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(tmp), MIRROR,
-       stdout=subprocess.DEVNULL)
+    sh(
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={PACKAGES}",
+        "bookworm",
+        str(tmp),
+        MIRROR,
+        stdout=subprocess.DEVNULL,
+    )
     _configure_rootfs(tmp)
     (tmp / ".lab-recipe").write_text(ROOTFS_RECIPE + "\n")
     if ROOTFS.exists():
@@ -99,6 +107,7 @@ def _configure_rootfs(root: Path) -> None:
 
 
 # ---------------------------------------------------------------- network
+
 
 class Lab:
     def __init__(self, name: str):
@@ -148,8 +157,7 @@ class Lab:
         log(f"{count} hosts up: " + ", ".join(h["address"] for h in meta["hosts"]))
 
     def _make_bridge(self, meta: dict) -> None:
-        existing = sh("ip", "-j", "route", "show", "to", "match", str(self.gateway),
-                      capture_output=True).stdout
+        existing = sh("ip", "-j", "route", "show", "to", "match", str(self.gateway), capture_output=True).stdout
         for route in json.loads(existing or "[]"):
             if route.get("dst") not in ("default", None) and route.get("dev") != self.bridge:
                 sys.exit(f"lab: {self.net} is already routed via {route.get('dev')}; pick another lab name")
@@ -185,16 +193,28 @@ class Lab:
         auth = ssh_dir / "authorized_keys"
         auth.write_text(Path(f"{key}.pub").read_text())
         auth.chmod(0o600)
-        sh("mount", "-t", "overlay", "overlay", "-o",
-           f"lowerdir={ROOTFS},upperdir={upper},workdir={work}", str(root))
+        sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={ROOTFS},upperdir={upper},workdir={work}", str(root))
         host["mounted"] = True
         env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
         with open(base / "console.log", "w") as console:
             proc = subprocess.Popen(
-                ["systemd-nspawn", "-D", str(root), "-M", name, "-b", "--register=no",
-                 "--keep-unit", f"--network-bridge={self.bridge}", "--console=passive"],
-                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True,
+                [
+                    "systemd-nspawn",
+                    "-D",
+                    str(root),
+                    "-M",
+                    name,
+                    "-b",
+                    "--register=no",
+                    "--keep-unit",
+                    f"--network-bridge={self.bridge}",
+                    "--console=passive",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         host["pid"] = proc.pid
         return host
@@ -214,8 +234,9 @@ class Lab:
             if not _alive(host["pid"]):
                 raise SystemExit(f"lab: {host['name']} exited during boot; see {self.state / host['name']}/console.log")
             if _port_open(host["address"], 22):
-                res = sh(*ssh_cmd(key, host["address"]), "systemctl", "is-system-running",
-                         check=False, capture_output=True)
+                res = sh(
+                    *ssh_cmd(key, host["address"]), "systemctl", "is-system-running", check=False, capture_output=True
+                )
                 state = res.stdout.strip()
                 if state in ("running", "degraded"):
                     return
@@ -223,17 +244,21 @@ class Lab:
         raise SystemExit(f"lab: {host['name']} not ready after {BOOT_TIMEOUT}s (state {state})")
 
     def _write_inventory(self, meta: dict, key: Path) -> None:
-        hosts = {
-            h["name"]: {"ansible_host": h["address"]} for h in meta["hosts"]
-        }
-        lines = ["# Generated by tests/lab/lab.py: the lab's hosts, reachable only over its bridge.",
-                 "all:", "  vars:", "    ansible_user: root",
-                 f"    ansible_ssh_private_key_file: {key}",
-                 "    ansible_ssh_common_args: >-",
-                 "      -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
-                 "    ansible_python_interpreter: /usr/bin/python3",
-                 f"    lab_bridge: {self.bridge}",
-                 "  children:", "    gunicorn_hosts:", "      hosts:"]
+        hosts = {h["name"]: {"ansible_host": h["address"]} for h in meta["hosts"]}
+        lines = [
+            "# Generated by tests/lab/lab.py: the lab's hosts, reachable only over its bridge.",
+            "all:",
+            "  vars:",
+            "    ansible_user: root",
+            f"    ansible_ssh_private_key_file: {key}",
+            "    ansible_ssh_common_args: >-",
+            "      -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            "    ansible_python_interpreter: /usr/bin/python3",
+            f"    lab_bridge: {self.bridge}",
+            "  children:",
+            "    gunicorn_hosts:",
+            "      hosts:",
+        ]
         for name, hv in hosts.items():
             lines.append(f"        {name}:")
             lines.append(f"          ansible_host: {hv['ansible_host']}")
@@ -258,8 +283,22 @@ class Lab:
 
 
 def ssh_cmd(key: Path, address: str) -> list[str]:
-    return ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", f"root@{address}"]
+    return [
+        "ssh",
+        "-i",
+        str(key),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=3",
+        f"root@{address}",
+    ]
 
 
 def _alive(pid: int | None) -> bool:
@@ -292,10 +331,8 @@ def _stop(pid: int | None, name: str) -> None:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _port_open(address: str, port: int) -> bool:
@@ -313,8 +350,8 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=int(os.environ.get("LAB_HOSTS", "3")))
     parser.add_argument("addresses", nargs="*", help="for check-route")
     argv = sys.argv[1:]
-    rest = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    rest = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if os.geteuid() != 0:
         sys.exit("lab: must run as root (mounts, bridges and containers)")
     lab = Lab(args.name)
@@ -339,8 +376,9 @@ def main() -> int:
             signal.signal(sig, lambda *_: sys.exit(128 + 15))
         try:
             lab.up(args.hosts)
-            env = dict(os.environ, LAB_INVENTORY=str(lab.state / "inventory.yml"), LAB_NAME=lab.name,
-                       LAB_BRIDGE=lab.bridge)
+            env = dict(
+                os.environ, LAB_INVENTORY=str(lab.state / "inventory.yml"), LAB_NAME=lab.name, LAB_BRIDGE=lab.bridge
+            )
             return subprocess.call(cmd, env=env)
         finally:
             lab.down()

@@ -20,9 +20,13 @@ if BEHAVIOUR == "slow-import":
 
 async def _send_json(send, status, body):
     payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -49,7 +53,7 @@ async def app(scope, receive, send):
         if not path.startswith(URL_PREFIX + "/"):
             await _send_json(send, 404, {"error": "outside the URL prefix", "prefix": URL_PREFIX})
             return
-        path = path[len(URL_PREFIX):]
+        path = path[len(URL_PREFIX) :]
     if path == "/health":
         if BEHAVIOUR == "health-error":
             await _send_json(send, 500, {"status": "unhealthy", "version": __version__})

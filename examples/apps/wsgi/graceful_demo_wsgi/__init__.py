@@ -31,7 +31,7 @@ def app(environ, start_response):
     if URL_PREFIX:
         if not path.startswith(URL_PREFIX + "/"):
             return _json(start_response, "404 Not Found", {"error": "outside the URL prefix", "prefix": URL_PREFIX})
-        path = path[len(URL_PREFIX):]
+        path = path[len(URL_PREFIX) :]
     if path == "/health":
         if BEHAVIOUR == "health-error":
             return _json(start_response, "500 Internal Server Error", {"status": "unhealthy", "version": __version__})
@@ -43,7 +43,8 @@ def app(environ, start_response):
         time.sleep(min(float(seconds), 120))
         return _json(start_response, "200 OK", {"slept": seconds, "version": __version__})
     if path == "/":
-        return _json(start_response, "200 OK", {"app": "graceful-demo-wsgi", "version": __version__, "pid": os.getpid()})
+        body = {"app": "graceful-demo-wsgi", "version": __version__, "pid": os.getpid()}
+        return _json(start_response, "200 OK", body)
     return _json(start_response, "404 Not Found", {"error": "not found", "path": path})
 
 
