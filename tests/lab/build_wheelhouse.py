@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build the wheelhouse that the test hosts (and air-gapped fleets) install from.
 
 It holds the pinned server packages (downloaded from the index), the bundled arbiter, and releases

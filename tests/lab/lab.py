@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Local test hosts: Debian bookworm under systemd-nspawn, with systemd as PID 1 and sshd.
 
 The hosts share one debootstrapped root filesystem (built once and cached), each booting from its
