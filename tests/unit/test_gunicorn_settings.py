@@ -1,0 +1,69 @@
+"""The collection's list of gunicorn setting names against the installed gunicorn and arbiter."""
+
+import importlib
+
+import pytest
+
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_settings as gs
+
+
+def test_list_matches_installed_gunicorn():
+    config = pytest.importorskip("gunicorn.config")
+    import gunicorn
+
+    installed = [s.name for s in config.KNOWN_SETTINGS if s.name not in gs.ARBITER_SETTINGS]
+    if gunicorn.__version__ != gs.GUNICORN_VERSION:
+        pytest.fail(
+            f"installed gunicorn is {gunicorn.__version__} but the list is for {gs.GUNICORN_VERSION}: "
+            "regenerate GUNICORN_SETTINGS"
+        )
+    assert set(installed) - set(gs.GUNICORN_SETTINGS) == set(), "settings missing from the list"
+    assert set(gs.GUNICORN_SETTINGS) - set(installed) == set(), "names gunicorn does not know"
+    assert list(gs.GUNICORN_SETTINGS) == installed
+
+
+def test_list_matches_bundled_arbiter():
+    try:
+        settings = importlib.import_module("graceful_arbiter.settings")
+    except ImportError:
+        pytest.skip("graceful_arbiter.settings is not installed")
+    names = getattr(settings, "SETTING_NAMES", None)
+    if names is None:
+        pytest.skip("graceful_arbiter.settings has no SETTING_NAMES yet")
+    assert set(gs.ARBITER_SETTINGS) == set(names)
+
+
+def test_no_duplicates():
+    assert len(gs.GUNICORN_SETTINGS) == len(set(gs.GUNICORN_SETTINGS))
+    assert not set(gs.GUNICORN_SETTINGS) & set(gs.ARBITER_SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("typo", "expected"),
+    [
+        ("worker", "workers"),
+        ("workres", "workers"),
+        ("graceful_timout", "graceful_timeout"),
+        ("max_request", "max_requests"),
+        ("preload", "preload_app"),
+        ("Keepalive", "keepalive"),
+        ("max-requests-jitter", "max_requests_jitter"),
+        ("worker_refresh_intervall", "worker_refresh_interval"),
+    ],
+)
+def test_suggestions(typo, expected):
+    assert gs.nearest_setting(typo) == expected
+    assert gs.unknown_settings([typo]) == [{"name": typo, "suggestion": expected}]
+
+
+def test_no_suggestion_when_nothing_is_close():
+    assert gs.unknown_settings(["zzzzzz"]) == [{"name": "zzzzzz", "suggestion": None}]
+
+
+def test_known_names_pass_and_order_is_kept():
+    names = ["timeout", "wokers", "keepalive", "bnd", "worker_boot_timeout"]
+    assert [u["name"] for u in gs.unknown_settings(names)] == ["wokers", "bnd"]
+
+
+def test_extra_names_are_accepted():
+    assert gs.unknown_settings(["my_hook_setting"], extra=["my_hook_setting"]) == []
