@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "load"))
-import loadgen  # noqa: E402
+import loadgen
 
 
 def rec(t, ms=1.0, status=200, target="h1:8000", version="1.0.0", error=None):
