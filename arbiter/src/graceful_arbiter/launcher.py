@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from gunicorn.app.wsgiapp import WSGIApplication
 
+# Registers the graceful settings before gunicorn builds its Config and argument parser.
+import graceful_arbiter.settings  # noqa: F401
 from graceful_arbiter.arbiter import GracefulArbiter
 
 
