@@ -1,0 +1,584 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) graceful.gunicorn contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: gunicorn_upgrade
+short_description: Binary upgrade of a gunicorn master (USR2) with health gates and rollback
+version_added: 0.1.0
+description:
+  - Starts a new gunicorn master next to the running one with C(SIGUSR2), waits until the new master (which
+    writes C(<pidfile>.2)) is alive and all its workers are ready, checks health, drains the old master's workers,
+    checks health again for O(bake_seconds) while the new generation serves alone, stops the old master with
+    C(SIGTERM) and verifies the promotion (the pidfile names the new master; with a unit, it is still active and
+    its C(MainPID) is the new master).
+  - With the bundled C(graceful-gunicorn) arbiter the old workers are drained with C(SIGWINCH) and systemd's main
+    PID is handed to the new master by the old one. With stock gunicorn (which ignores C(SIGWINCH) unless
+    daemonized) the old master is shrunk to one worker with C(SIGTTOU) instead.
+  - On a failure in any phase up to the bake, with O(on_failure=rollback), the old master's workers are brought
+    back (C(SIGHUP)) if they were drained, the new master is stopped, the old master's health is verified, and the
+    module fails naming the phase.
+  - Refuses to start while another upgrade is in flight (a live second master); removes a stale C(<pidfile>.2)
+    left by a dead one.
+  - The new master is executed from the command line and working directory the old one was started with, so a
+    release layout where the unit runs the app through a C(current) symlink upgrades to whatever C(current) points
+    to at the time of the upgrade. Never delete the previous release before the upgrade has finished.
+author:
+  - graceful.gunicorn maintainers
+extends_documentation_fragment:
+  - graceful.gunicorn.gunicorn
+options:
+  on_failure:
+    description:
+      - What to do when a phase fails.
+      - V(rollback) restores the old master's workers, stops the new master and checks the old one is healthy.
+      - V(leave) stops where the failure happened and leaves both masters as they are.
+    type: str
+    choices: [rollback, leave]
+    default: rollback
+  bake_seconds:
+    description:
+      - Seconds the new generation must stay healthy alone (old workers drained) before the old master is stopped.
+    type: float
+    default: 10.0
+  health_interval:
+    description:
+      - Seconds between health requests while waiting and baking.
+    type: float
+    default: 0.5
+  health_max_failures:
+    description:
+      - Failed health requests that fail a phase.
+    type: int
+    default: 2
+  spawn_timeout:
+    description:
+      - Seconds to wait for the new master to appear after C(SIGUSR2); a new master that dies while importing the
+        app may never be seen.
+    type: float
+    default: 30.0
+  force_stock:
+    description:
+      - Stock gunicorn cannot hand systemd's main PID to the new master, so under a systemd unit the unit stops
+        (and kills the new master) when the old master exits. The module refuses such an upgrade unless this is
+        V(true).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    details: Reports the masters found and what would be signalled, without sending anything.
+  diff_mode:
+    support: none
+seealso:
+  - module: graceful.gunicorn.gunicorn_info
+  - module: graceful.gunicorn.gunicorn_reload
+"""
+
+EXAMPLES = r"""
+- name: Upgrade the app after switching the current symlink to the new release
+  graceful.gunicorn.gunicorn_upgrade:
+    instance: shop
+    health_url: http://127.0.0.1:8000
+    bake_seconds: 15
+  register: upgrade
+
+- name: Show how long each phase took
+  ansible.builtin.debug:
+    msg: "{{ upgrade.phases | map(attribute='name') | zip(upgrade.phases | map(attribute='duration')) | list }}"
+
+- name: Upgrade a stock gunicorn outside systemd, probing over its unix socket
+  graceful.gunicorn.gunicorn_upgrade:
+    pidfile: /run/app/gunicorn.pid
+    health_socket: /run/app/gunicorn.sock
+    host_header: app.example.com
+    url_prefix: /api
+    expected_status: [200, 204]
+    on_failure: leave
+"""
+
+RETURN = r"""
+flavour:
+  description: The master that was driven, V(graceful) (bundled arbiter) or V(stock).
+  returned: always
+  type: str
+  sample: graceful
+old_master:
+  description: PID of the master before the upgrade.
+  returned: always
+  type: int
+  sample: 4242
+new_master:
+  description: PID of the new master, once one was seen.
+  returned: always
+  type: int
+  sample: 4301
+old_workers:
+  description: PIDs of the old master's workers before the upgrade.
+  returned: always
+  type: list
+  elements: int
+  sample: [4250, 4251]
+new_workers:
+  description: PIDs of the new master's workers when the upgrade ended.
+  returned: always
+  type: list
+  elements: int
+  sample: [4310, 4311]
+phases:
+  description:
+    - Phases in order, each with its name, start and end (epoch seconds), duration, outcome and a detail.
+    - Forward phases are V(preflight), V(spawn), V(new_ready), V(health_new), V(drain_old), V(bake),
+      V(retire_old), V(promote); after a failure V(rollback_restore), V(rollback_stop_new), V(rollback_verify).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "spawn", "started": 1700000000.1, "ended": 1700000001.3, "duration": 1.2, "ok": true,
+            "detail": "new master 4301"}]
+health:
+  description: The health target and, per phase, the number of requests, failures and the last result.
+  returned: always
+  type: dict
+  sample: {"target": "http://127.0.0.1:8000/health", "checks": [{"phase": "bake", "attempts": 20, "failures": 0,
+           "last": {"ok": true, "status": 200, "detail": "status 200", "elapsed": 0.003, "at": 1700000009.2}}]}
+unit:
+  description: The systemd unit and whether it was checked; RV(unit.reason) says why checks were skipped.
+  returned: always
+  type: dict
+  sample: {"name": "gunicorn-shop.service", "checked": false, "reason": "systemd is not running on this host",
+           "active_state": null, "main_pid": null, "load_state": null}
+signals:
+  description: Every signal sent, in order, with its target PID, the phase, the time and whether it was delivered.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"signal": "SIGUSR2", "pid": 4242, "phase": "spawn", "at": 1700000000.1, "delivered": true}]
+failed_phase:
+  description: The phase that failed, or null.
+  returned: always
+  type: str
+  sample: new_ready
+rolled_back:
+  description: Whether a failed upgrade was rolled back to the old master.
+  returned: always
+  type: bool
+  sample: false
+duration:
+  description: Seconds the whole upgrade took.
+  returned: always
+  type: float
+  sample: 14.8
+notes:
+  description: Observations worth reading (skipped checks, stale files removed, fallbacks).
+  returned: always
+  type: list
+  elements: str
+  sample: ["unit checks skipped: no unit given"]
+"""
+
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_common as common
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_health as health
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_proc as proc
+from ansible_collections.graceful.gunicorn.plugins.module_utils import upgrade_plan as plan
+
+HEALTH_PHASES = ("health_new", "bake", "rollback_verify")
+POLL = 0.1
+
+
+class Upgrade:
+    """Observes the masters, asks upgrade_plan what to do, does it; all decisions live in upgrade_plan."""
+
+    def __init__(self, module, target, probe, old_pid, before, flavour, unit, notes):
+        self.module = module
+        self.params = module.params
+        self.target = target
+        self.probe = probe
+        self.old_pid = old_pid
+        self.new_pid = None
+        self.flavour = flavour
+        self.unit = unit
+        self.notes = notes
+        self.phases = common.Phases()
+        self.health_checks = []
+        self.signals = []
+        self.started = time.time()
+        self.old_workers_before = common.pids(before["workers"])
+        self.new_workers = []
+        self.failed_phase = None
+        self.failure_reason = None
+        self.state = {
+            "phase": "spawn",
+            "flavour": flavour,
+            "on_failure": self.params["on_failure"],
+            "expected_workers": self.params["workers"] or len(before["workers"]) or 1,
+            "old_initial": len(before["workers"]),
+            "health_configured": probe is not None,
+            "ttou_sent": 0,
+            "drained": False,
+            "unit_checked": unit["checked"],
+        }
+
+    # -- observation ---------------------------------------------------------------------------------------------
+    def observe(self):
+        ready_seconds = self.params["worker_ready_seconds"]
+        snap = proc.snapshot(self.old_pid, self.target["pidfile"], ready_seconds)
+        old_alive = snap["master"] is not None and proc.alive(self.old_pid)
+        new_workers = snap["new_workers"]
+        if snap["new_master"] and snap["new_master"]["pid"] != self.old_pid:
+            self.new_pid = snap["new_master"]["pid"]
+        elif self.new_pid:
+            alive = proc.alive(self.new_pid)
+            new_workers = proc.snapshot(self.new_pid, None, ready_seconds)["workers"] if alive else []
+        self.new_workers = new_workers
+        old_workers = snap["workers"] if old_alive else []
+        state = self.state
+        state.update(
+            old_alive=old_alive,
+            old_workers=len(old_workers),
+            old_ready=sum(1 for w in old_workers if w["ready"]),
+            new_pid=self.new_pid,
+            new_alive=bool(self.new_pid) and proc.alive(self.new_pid),
+            new_workers=len(new_workers),
+            new_ready=sum(1 for w in new_workers if w["ready"]),
+            deadline_passed=time.time() >= self.deadline,
+        )
+        if state["phase"] == "promote":
+            state["pidfile_pid"] = (
+                proc.read_pidfile(self.target["pidfile"])[0] if self.target["pidfile"] else (self.new_pid)
+            )
+            if self.unit["checked"]:
+                unit = common.unit_state(self.target["unit"])
+                state.update(unit_active=unit["active_state"] in ("active", "reloading"), main_pid=unit["main_pid"])
+                self.unit = unit
+        if state["phase"] in HEALTH_PHASES and self.probe is not None:
+            if time.time() >= self.next_probe:
+                self.tracker.record(health.probe_once(self.probe))
+                self.next_probe = time.time() + self.params["health_interval"]
+            state["health_ok"] = self.health_verdict(state["phase"])
+        else:
+            state["health_ok"] = None
+        if state["phase"] == "bake":
+            state["bake_done"] = time.time() - self.phase_started >= self.params["bake_seconds"] and (
+                self.probe is None or (self.tracker.attempts > 0 and self.tracker.last["ok"])
+            )
+
+    def health_verdict(self, phase):
+        tracker = self.tracker
+        if tracker.failures >= self.params["health_max_failures"]:
+            return False
+        if phase == "bake":
+            return None  # bake passes by time, fails by failures
+        if tracker.streak >= self.params["health_checks"]:
+            return True
+        return None
+
+    # -- phases --------------------------------------------------------------------------------------------------
+    def enter(self, phase, detail=""):
+        self.state["phase"] = phase
+        self.state["sent"] = set()
+        self.phase_started = time.time()
+        timeout = self.params["timeout"]
+        if phase == "spawn":
+            timeout = min(timeout, self.params["spawn_timeout"])
+        self.deadline = self.phase_started + timeout
+        self.tracker = health.HealthTracker()
+        self.next_probe = 0.0
+        self.phases.start(phase, detail)
+
+    def leave(self, ok, detail):
+        sent = ["%s to %d" % (s["signal"], s["pid"]) for s in self.signals if s["phase"] == self.state["phase"]]
+        if sent:
+            detail = "%s%s%s" % (", ".join(sent), "; " if detail else "", detail)
+        if self.probe is not None and self.state["phase"] in HEALTH_PHASES:
+            check = self.tracker.summary()
+            check["phase"] = self.state["phase"]
+            self.health_checks.append(check)
+        self.phases.end(ok, detail)
+
+    def signal(self, pid, signame, label):
+        delivered = common.send_signal(pid, signame)
+        self.state["sent"].add(label)
+        self.signals.append(
+            {
+                "signal": signame,
+                "pid": pid,
+                "phase": self.state["phase"],
+                "at": round(time.time(), 3),
+                "delivered": delivered,
+            }
+        )
+
+    def run(self):
+        self.enter("spawn")
+        hard_stop = time.time() + 12 * self.params["timeout"] + self.params["bake_seconds"] + 60
+        while True:
+            self.observe()
+            step = plan.next_action(self.state)
+            kind = step["action"]
+            if kind == "wait":
+                if time.time() > hard_stop:
+                    return self.finish_failure(self.state["phase"], "the upgrade took too long", False)
+                interval = self.params["health_interval"] if self.state["phase"] in HEALTH_PHASES else POLL
+                time.sleep(min(interval, POLL * 3))
+            elif kind == "advance":
+                self.leave(True, self.describe_phase_end())
+                self.enter(step["phase"])
+            elif kind == "usr2":
+                self.signal(self.old_pid, "SIGUSR2", "usr2")
+            elif kind == "winch_old":
+                self.signal(self.old_pid, "SIGWINCH", "winch")
+                self.state["drained"] = True
+            elif kind == "ttou_old":
+                self.signal(self.old_pid, "SIGTTOU", "ttou")
+                self.state["ttou_sent"] += 1
+                self.state["drained"] = True
+            elif kind == "term_old":
+                self.signal(self.old_pid, "SIGTERM", "term_old")
+            elif kind == "rollback_hup_old":
+                self.signal(self.old_pid, "SIGHUP", "hup_old")
+            elif kind == "term_new":
+                self.signal(self.new_pid, "SIGTERM", "term_new")
+            elif kind == "kill_new":
+                self.signal(self.new_pid, "SIGKILL", "kill_new")
+            elif kind == "rollback":
+                self.failed_phase, self.failure_reason = step["phase"], step["reason"]
+                self.leave(False, step["reason"])
+                self.enter("rollback_restore", "after %s failed" % step["phase"])
+            elif kind == "rolled_back":
+                self.leave(True, "old master %d healthy" % self.old_pid)
+                self.remove_stale_second_pidfile()
+                return self.finish_failure(self.failed_phase, self.failure_reason, True)
+            elif kind == "fail":
+                self.leave(False, step["reason"])
+                if self.failed_phase:
+                    return self.finish_failure(
+                        self.failed_phase,
+                        "%s; then the rollback failed in %s: %s" % (self.failure_reason, step["phase"], step["reason"]),
+                        False,
+                    )
+                return self.finish_failure(step["phase"], step["reason"], False)
+            elif kind == "done":
+                self.leave(True, self.describe_phase_end())
+                return self.finish_success()
+
+    def describe_phase_end(self):
+        state = self.state
+        phase = state["phase"]
+        if phase == "spawn":
+            return "new master %s" % self.new_pid
+        if phase == "new_ready":
+            return "%d of %d new workers ready: %s" % (
+                state["new_ready"],
+                state["new_workers"],
+                common.pids(self.new_workers),
+            )
+        if phase in ("health_new", "bake") and self.probe is None:
+            return "no health check configured"
+        if phase in ("health_new", "bake"):
+            return "%d health requests, %d failed" % (self.tracker.attempts, self.tracker.failures)
+        if phase == "drain_old":
+            return "%d old workers left" % state["old_workers"]
+        if phase == "retire_old":
+            return "old master %d exited" % self.old_pid
+        if phase == "promote":
+            return "pidfile names %s; unit %s" % (
+                state.get("pidfile_pid"),
+                "active with MainPID %s" % state.get("main_pid") if self.unit["checked"] else "not checked",
+            )
+        return ""
+
+    def remove_stale_second_pidfile(self):
+        removed = remove_stale_second_pidfile(self.target["pidfile"])
+        if removed:
+            self.notes.append(removed)
+
+    def result(self):
+        return dict(
+            flavour=self.flavour,
+            old_master=self.old_pid,
+            new_master=self.new_pid,
+            old_workers=self.old_workers_before,
+            new_workers=common.pids(self.new_workers),
+            phases=self.phases.items,
+            signals=self.signals,
+            health={"target": health.describe(self.probe), "checks": self.health_checks},
+            unit=self.unit,
+            failed_phase=self.failed_phase,
+            rolled_back=False,
+            duration=round(time.time() - self.started, 3),
+            notes=self.notes,
+        )
+
+    def finish_success(self):
+        result = self.result()
+        self.module.exit_json(
+            changed=True,
+            msg="upgraded: master %d replaced by %d in %.1f s" % (self.old_pid, self.new_pid, result["duration"]),
+            **result,
+        )
+
+    def finish_failure(self, phase, reason, rolled_back):
+        result = self.result()
+        result["failed_phase"] = phase
+        result["rolled_back"] = rolled_back
+        if rolled_back:
+            msg = "upgrade failed in phase %s: %s; rolled back: the old master %d serves" % (
+                phase,
+                reason,
+                self.old_pid,
+            )
+        else:
+            msg = "upgrade failed in phase %s: %s" % (phase, reason)
+        self.module.fail_json(msg=msg, changed=True, **result)
+
+
+def remove_stale_second_pidfile(pidfile):
+    """Remove <pidfile>.2 when the PID it names is gone; returns a note or None."""
+    if not pidfile:
+        return None
+    path = pidfile + ".2"
+    pid, mtime = proc.read_pidfile(path)
+    if mtime is None:
+        return None
+    if pid and proc.alive(pid):
+        return None
+    try:
+        os.unlink(path)
+    except OSError:
+        return None
+    return "removed stale %s (PID %s is gone)" % (path, pid)
+
+
+def main():
+    argument_spec = common.common_argument_spec()
+    argument_spec.update(
+        on_failure=dict(type="str", default="rollback", choices=["rollback", "leave"]),
+        bake_seconds=dict(type="float", default=10.0),
+        health_interval=dict(type="float", default=0.5),
+        health_max_failures=dict(type="int", default=2),
+        spawn_timeout=dict(type="float", default=30.0),
+        force_stock=dict(type="bool", default=False),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        mutually_exclusive=common.COMMON_MUTUALLY_EXCLUSIVE,
+        required_one_of=common.COMMON_REQUIRED_ONE_OF,
+        supports_check_mode=True,
+    )
+    params = module.params
+    problems = common.validate_params(params)
+    for key in ("bake_seconds", "health_interval", "spawn_timeout"):
+        if params[key] < 0 or (key != "bake_seconds" and params[key] == 0):
+            problems.append("%s must be positive" % key)
+    if params["health_max_failures"] < 1:
+        problems.append("health_max_failures must be at least 1")
+    try:
+        probe = health.build_probe(params)
+    except ValueError as exc:
+        problems.append(str(exc))
+        probe = None
+    if problems:
+        module.fail_json(msg="invalid options: %s" % "; ".join(problems))
+
+    target = common.resolve_target(params)
+    phases = common.Phases()
+    phases.start("preflight")
+    try:
+        old_pid, unit, notes = common.locate_master(target, params)
+    except proc.DiscoveryError as exc:
+        phases.end(False, str(exc))
+        module.fail_json(msg=str(exc), failed_phase="preflight", phases=phases.items, rolled_back=False)
+    before = proc.snapshot(old_pid, target["pidfile"], params["worker_ready_seconds"])
+    flavour = common.flavour_of(before, params["arbiter"])
+
+    def refuse(msg):
+        phases.end(False, msg)
+        module.fail_json(
+            msg=msg,
+            failed_phase="preflight",
+            phases=phases.items,
+            rolled_back=False,
+            old_master=old_pid,
+            flavour=flavour,
+            unit=unit,
+            notes=notes,
+        )
+
+    if before["new_master"]:
+        refuse(
+            "another upgrade is in flight: master %d already has a second master %d"
+            % (old_pid, before["new_master"]["pid"])
+        )
+    if flavour == "stock" and unit["checked"] and unit["main_pid"] == old_pid and not params["force_stock"]:
+        refuse(
+            "stock gunicorn under systemd unit %s: the unit would stop (and kill the new master) when the old "
+            "master exits; run the bundled graceful-gunicorn arbiter or set force_stock" % unit["name"]
+        )
+    if not before["workers"]:
+        refuse("master %d has no workers to upgrade from" % old_pid)
+    # Workers still booting import whatever release `current` points to now: wait until they all run.
+    deadline = time.time() + params["timeout"]
+    while not all(w["ready"] for w in before["workers"]):
+        if time.time() >= deadline:
+            refuse(
+                "master %d has workers that are not ready: %s"
+                % (old_pid, [w["pid"] for w in before["workers"] if not w["ready"]])
+            )
+        time.sleep(0.2)
+        before = proc.snapshot(old_pid, target["pidfile"], params["worker_ready_seconds"])
+    if probe is None:
+        notes.append("no health check configured: readiness is worker heartbeat and age only")
+    else:
+        ok, summary = health.wait_healthy(
+            probe, 1, time.time() + params["timeout"], params["health_interval"], params["health_max_failures"]
+        )
+        if not ok:
+            refuse(
+                "the app is not healthy before the upgrade (%s): not starting one"
+                % ((summary["last"] or {}).get("detail"))
+            )
+
+    if module.check_mode:
+        phases.end(True, "check mode")
+        stale = target["pidfile"] and os.path.exists(target["pidfile"] + ".2")
+        module.exit_json(
+            changed=True,
+            msg="would send USR2 to master %d (%s), then drain with %s and TERM it once the new master is healthy"
+            % (old_pid, flavour, "WINCH" if flavour == "graceful" else "TTOU"),
+            flavour=flavour,
+            old_master=old_pid,
+            new_master=None,
+            old_workers=common.pids(before["workers"]),
+            new_workers=[],
+            phases=phases.items,
+            signals=[],
+            health={"target": health.describe(probe), "checks": []},
+            unit=unit,
+            failed_phase=None,
+            rolled_back=False,
+            duration=0.0,
+            notes=notes + (["would remove stale %s.2" % target["pidfile"]] if stale else []),
+        )
+    removed = remove_stale_second_pidfile(target["pidfile"])
+    if removed:
+        notes.append(removed)
+    phases.end(True, "master %d (%s) with %d workers" % (old_pid, flavour, len(before["workers"])))
+
+    upgrade = Upgrade(module, target, probe, old_pid, before, flavour, unit, notes)
+    upgrade.phases.items.extend(phases.items)
+    upgrade.run()
+
+
+if __name__ == "__main__":
+    main()
