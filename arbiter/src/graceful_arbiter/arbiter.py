@@ -224,6 +224,7 @@ class GracefulArbiter(Arbiter):
                 age=w.age,
                 born=w.graceful_born,
                 ready=w.graceful_ready,
+                ready_since=w.graceful_ready_since,
                 retiring_since=w.graceful_retiring_since,
                 killed=w.graceful_killed,
             )
@@ -276,6 +277,7 @@ class GracefulArbiter(Arbiter):
         worker.graceful_born = time.monotonic()
         worker.graceful_born_at = time.time()
         worker.graceful_ready = False
+        worker.graceful_ready_since = None
         worker.graceful_retiring_since = None
         worker.graceful_killed = False
         worker.graceful_failure = None
@@ -299,6 +301,7 @@ class GracefulArbiter(Arbiter):
                 continue
             if ok:
                 worker.graceful_ready = True
+                worker.graceful_ready_since = now
                 self._respawn_failures = 0
                 self.log.info("Worker (pid:%s) ready after %.2fs: %s", pid, now - worker.graceful_born, detail)
             else:
@@ -413,7 +416,7 @@ class GracefulArbiter(Arbiter):
 
     def _start_refresh(self, trigger: str, targets=None, request_id: int = 0) -> bool:
         views = self._views()
-        if not policy.can_start_refresh(views, self.num_workers):
+        if not policy.can_start_refresh(views, self.num_workers, time.monotonic()):
             return False
         pids = frozenset(targets if targets is not None else (v.pid for v in views if v.serving))
         if not pids:

@@ -24,6 +24,7 @@ class WorkerView:
     age: int  # gunicorn's spawn counter: lower is older
     born: float  # when it was forked
     ready: bool = False
+    ready_since: float | None = None
     retiring_since: float | None = None  # SIGTERM sent at
     killed: bool = False  # SIGKILL sent
 
@@ -139,6 +140,18 @@ def over_memory(usage: dict, ceiling: int) -> list[int]:
     return sorted(pid for pid, used in usage.items() if used is not None and used > ceiling)
 
 
-def can_start_refresh(workers: Sequence[WorkerView], num_workers: int) -> bool:
-    """A refresh starts from a settled fleet: nobody booting (a respawn in progress finishes first)."""
-    return num_workers > 0 and all(w.ready for w in workers if w.serving)
+SETTLE_SECONDS = 1.0
+
+
+def can_start_refresh(
+    workers: Sequence[WorkerView], num_workers: int, now: float, settle: float = SETTLE_SECONDS
+) -> bool:
+    """A refresh starts from a settled fleet: nobody booting, every worker ready for `settle` seconds.
+
+    The settling time keeps a refresh right after another (a HUP just after a refresh) from
+    sending SIGTERM to a worker that reported ready a moment ago and may not be accepting yet.
+    """
+    serving = [w for w in workers if w.serving]
+    return num_workers > 0 and all(
+        w.ready and w.ready_since is not None and now - w.ready_since >= settle for w in serving
+    )
