@@ -100,7 +100,7 @@ class Master:
     def drill(self, behaviour: str):
         (self.dir / "drill").write_text(behaviour)
 
-    def start(self, wait: bool = True, **env):
+    def start(self, wait: bool = True, cwd: Path | None = None, **env):
         environ = dict(os.environ, PYTHONPATH=str(APPS[self.app]), **self.env, **env)
         environ.pop("GUNICORN_CMD_ARGS", None)
         with open(self.log_path, "ab") as log:
@@ -111,7 +111,7 @@ class Master:
                     str(self.dir / "gunicorn.conf.py"),
                     f"graceful_demo_{self.app}:app",
                 ],
-                cwd=self.dir,
+                cwd=cwd or self.dir,
                 env=environ,
                 stdout=log,
                 stderr=subprocess.STDOUT,

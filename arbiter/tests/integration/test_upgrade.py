@@ -1,6 +1,7 @@
 """USR2 upgrades: WINCH drains the old master, the pidfile follows the new one, failures stay local."""
 
 import os
+import shutil
 import signal
 import time
 
@@ -66,23 +67,16 @@ def test_term_of_old_master_hands_pidfile_to_new_master(master_factory):
 
 @pytest.mark.parametrize("failure", ["pre_exec", "cwd"])
 def test_failure_between_fork_and_exec_leaves_old_master_serving(master_factory, tmp_path, failure):
-    release = tmp_path / "release"
-    release.mkdir()
     master = master_factory("gthread", workers=2)
+    workdir = tmp_path / "release"
+    workdir.mkdir()
     if failure == "pre_exec":
-        master.settings["pre_exec"] = None  # placeholder, replaced below
         config = master.dir / "gunicorn.conf.py"
-        master.settings.pop("pre_exec")
-        master.write_config()
         config.write_text(config.read_text() + "\n\ndef pre_exec(server):\n    raise RuntimeError('drill')\n")
-        master.start()
-    else:
-        master.start(wait=False)
-        master.proc.wait if False else None
+    master.start(cwd=workdir)
+    workers = master.ready_pids()
     if failure == "cwd":
-        # gunicorn re-executes in the directory it started in: make that vanish.
-        pass
-    workers = master.wait_ready() and master.ready_pids()
+        shutil.rmtree(workdir)  # gunicorn re-executes in the directory it started in
     with Load(master.port, threads=2, seconds=30) as load:
         master.signal(signal.SIGUSR2)
         status = wait_for(lambda: (s := master.status())["master"]["last_upgrade"] and s, 20, what="failed upgrade")
@@ -92,3 +86,4 @@ def test_failure_between_fork_and_exec_leaves_old_master_serving(master_factory,
     assert status["master"]["last_upgrade"]["outcome"] == "failed"
     assert master.proc.poll() is None
     assert load.failures == []
+    assert "failed before exec" in master.log()
