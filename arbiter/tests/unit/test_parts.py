@@ -1,0 +1,190 @@
+"""Settings registration, wire protocol, readiness probes, memory parsing."""
+
+import asyncio
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from gunicorn.config import KNOWN_SETTINGS, Config
+
+from graceful_arbiter import client, memory, readiness, settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples/apps/wsgi"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples/apps/asgi"))
+
+
+def test_setting_names_match_what_is_registered():
+    registered = tuple(s.name for s in KNOWN_SETTINGS if s.section == settings.SECTION)
+    assert registered == settings.SETTING_NAMES
+    assert len(set(settings.SETTING_NAMES)) == len(settings.SETTING_NAMES)
+    cfg = Config()
+    for name in settings.SETTING_NAMES:
+        assert name in cfg.settings
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("worker_max_memory", "512M", 512 * 1024**2),
+        ("worker_max_memory", "1.5G", int(1.5 * 1024**3)),
+        ("worker_max_memory", 1000, 1000),
+        ("worker_max_memory_metric", "RSS", "rss"),
+        ("worker_health_path", "", None),
+        ("worker_refresh_interval", "3600", 3600.0),
+        ("worker_refresh_on_change", "/srv/app/current", ["/srv/app/current"]),
+    ],
+)
+def test_setting_validation(name, value, expected):
+    cfg = Config()
+    cfg.set(name, value)
+    assert getattr(cfg, name) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("worker_max_memory_metric", "vss"), ("worker_health_path", "health"), ("worker_refresh_batch_size", 0)],
+)
+def test_setting_validation_rejects(name, value):
+    with pytest.raises((ValueError, TypeError)):
+        Config().set(name, value)
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        ("/run/gunicorn-app/control.sock", "/run/gunicorn-app/control.42.sock"),
+        ("/tmp/gunicorn.ctl", "/tmp/gunicorn.42.ctl"),
+        ("/tmp/ctl", "/tmp/ctl.42"),
+    ],
+)
+def test_master_socket_path(configured, expected):
+    assert client.master_socket_path(configured, 42) == expected
+
+
+def test_client_speaks_gunicorns_ctl_framing(tmp_path):
+    path = str(tmp_path / "s.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+    seen = {}
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            (length,) = struct.unpack(">I", conn.recv(4))
+            seen.update(json.loads(conn.recv(length)))
+            body = json.dumps({"id": 1, "status": "ok", "data": {"hello": "world"}}).encode()
+            conn.sendall(struct.pack(">I", len(body)) + body)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    assert client.request(path, "graceful status") == {"hello": "world"}
+    thread.join()
+    server.close()
+    assert seen["command"] == "graceful status"
+
+
+def test_client_raises_on_error_reply(tmp_path):
+    path = str(tmp_path / "s.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(1024)
+            body = json.dumps({"id": 1, "status": "error", "error": "nope"}).encode()
+            conn.sendall(struct.pack(">I", len(body)) + body)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    with pytest.raises(client.ControlError, match="nope"):
+        client.request(path, "graceful bogus")
+    thread.join()
+    server.close()
+
+
+def test_reports_round_trip(monkeypatch):
+    r, w = os.pipe()
+    monkeypatch.setattr(readiness, "REPORT_FD", w)
+    readiness.report(True, "GET /health: 200 OK")
+    readiness.report(False, "GET /health answered\n500")
+    os.close(w)
+    reports = readiness.parse_reports(os.read(r, 4096))
+    os.close(r)
+    assert reports == [(os.getpid(), True, "GET /health: 200 OK"), (os.getpid(), False, "GET /health answered 500")]
+
+
+def test_parse_reports_ignores_garbage():
+    assert readiness.parse_reports(b"x ok\n12 maybe\n13 ok\n") == [(13, True, "")]
+
+
+def test_wsgi_probe_with_demo_app():
+    import graceful_demo_wsgi
+
+    assert readiness.call_wsgi(graceful_demo_wsgi.app, "/health", "localhost")[0] is True
+    ok, detail = readiness.call_wsgi(graceful_demo_wsgi.app, "/nope", "localhost")
+    assert not ok and "404" in detail
+
+    def broken(environ, start_response):
+        raise RuntimeError("db down")
+
+    ok, detail = readiness.call_wsgi(broken, "/health", "localhost")
+    assert not ok and "db down" in detail
+
+
+def test_asgi_gate_checks_health_before_startup_completes(monkeypatch):
+    import graceful_demo_asgi
+
+    reported = []
+    monkeypatch.setattr(readiness, "report", lambda ok, detail="": reported.append(ok))
+    for path, expected in (("/health", "lifespan.startup.complete"), ("/missing", "lifespan.startup.failed")):
+        gate = readiness.AsgiReadinessGate(graceful_demo_asgi.app, path, "localhost", 5)
+        sent = []
+
+        async def run(gate=gate, sent=sent):
+            queue = asyncio.Queue()
+            await queue.put({"type": "lifespan.startup"})
+
+            async def send(message):
+                sent.append(message["type"])
+                await queue.put({"type": "lifespan.shutdown"})
+
+            await gate({"type": "lifespan", "state": {}}, queue.get, send)
+
+        asyncio.run(run())
+        assert sent[0] == expected
+    assert reported == [True, False]
+
+
+def test_asgi_probe_times_out():
+    async def hangs(scope, receive, send):
+        await asyncio.sleep(10)
+
+    ok, detail = asyncio.run(readiness.call_asgi(hangs, "/health", "localhost", None, 0.1))
+    assert not ok and "did not answer" in detail
+
+
+def test_is_asgi_worker():
+    from gunicorn.workers.gasgi import ASGIWorker
+    from gunicorn.workers.gthread import ThreadWorker
+    from uvicorn_worker import UvicornWorker
+
+    assert readiness.is_asgi_worker(ASGIWorker) and readiness.is_asgi_worker(UvicornWorker)
+    assert not readiness.is_asgi_worker(ThreadWorker)
+    wrapped = readiness.with_readiness(ThreadWorker)
+    assert issubclass(wrapped, ThreadWorker) and readiness.with_readiness(wrapped) is wrapped
+    assert wrapped.__name__ == "ThreadWorker"
+
+
+def test_smaps_rollup_parsing_and_own_usage():
+    text = "55d0-7ff [rollup]\nRss:               27056 kB\nPss:               14192 kB\nPss_Anon: 1 kB\n"
+    assert memory.parse_smaps_rollup(text) == {"rss": 27056 * 1024, "pss": 14192 * 1024}
+    usage = memory.read_usage(os.getpid())
+    assert usage["rss"] > 0
