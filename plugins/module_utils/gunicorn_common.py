@@ -64,6 +64,8 @@ def resolve_target(params):
             target["unit"] = "gunicorn-%s.service" % instance
         if not target["config"]:
             target["config"] = "/etc/gunicorn/%s/gunicorn.conf.py" % instance
+        if not target["control_socket"]:
+            target["control_socket"] = "/run/gunicorn-%s/gunicorn.ctl" % instance
     return target
 
 

@@ -21,7 +21,7 @@ bake_done         bake_seconds have elapsed in the bake phase
 sent              signals already sent in this phase ('usr2', 'winch', 'term_old', 'hup_old', 'term_new', ...)
 ttou_sent         TTOUs sent so far to the old master (stock drain)
 drained           the old master's workers were drained (WINCH or TTOU) before the failure
-pidfile_pid, unit_checked, unit_active, main_pid   promotion evidence
+pidfile_pid, second_pidfile_pid, unit_checked, unit_active, main_pid   promotion evidence
 """
 
 from __future__ import absolute_import, division, print_function
@@ -144,6 +144,8 @@ def _promotion_problems(state):
     problems = []
     if state.get("old_alive"):
         problems.append("the old master is still running")
+    if state.get("second_pidfile_pid") == new_pid:
+        problems.append("the new master has not promoted itself yet (its <pidfile>.2 is still there)")
     if state.get("pidfile_pid") != new_pid:
         problems.append("the pidfile names %s, not the new master %s" % (state.get("pidfile_pid"), new_pid))
     if state.get("unit_checked"):

@@ -70,6 +70,19 @@ options:
         V(true).
     type: bool
     default: false
+  release_link:
+    description:
+      - The symlink the unit starts the app through (for example C(/srv/gunicorn/<instance>/current)).
+      - Defaults to the old master's C($PWD) when that is a symlink.
+    type: path
+  restore_release_link:
+    description:
+      - A rollback after the old workers were drained re-spawns them from the old master, which (without
+        C(preload_app)) imports the code its working directory path holds at that moment. With this on, the
+        release link is pointed back at the old master's release first, so the old code comes back; the result's
+        RV(release_link_restored) says so.
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -169,6 +182,12 @@ rolled_back:
   returned: always
   type: bool
   sample: false
+release_link_restored:
+  description: When a rollback pointed the release link back at the old release, the link and both targets.
+  returned: always
+  type: dict
+  sample: {"link": "/srv/gunicorn/shop/current", "from": "/srv/gunicorn/shop/releases/2",
+           "to": "/srv/gunicorn/shop/releases/1"}
 duration:
   description: Seconds the whole upgrade took.
   returned: always
@@ -187,6 +206,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_channel as channel
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_common as common
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_health as health
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_proc as proc
@@ -212,6 +232,10 @@ class Upgrade:
         self.phases = common.Phases()
         self.health_checks = []
         self.signals = []
+        self.channel_seen = False
+        self.release_link, self.old_release = find_release(old_pid, self.params["release_link"])
+        self.release_restored = None
+        self.spawn_error = None
         self.started = time.time()
         self.old_workers_before = common.pids(before["workers"])
         self.new_workers = []
@@ -240,8 +264,14 @@ class Upgrade:
         elif self.new_pid:
             alive = proc.alive(self.new_pid)
             new_workers = proc.snapshot(self.new_pid, None, ready_seconds)["workers"] if alive else []
-        self.new_workers = new_workers
         old_workers = snap["workers"] if old_alive else []
+        if self.flavour == "graceful" and self.target["control_socket"]:
+            # The bundled arbiter knows which workers are ready (booted, health-checked, not retiring).
+            new_workers = self.apply_channel_readiness(self.new_pid, new_workers)
+            old_workers = self.apply_channel_readiness(self.old_pid, old_workers) if old_alive else []
+            if self.state["phase"] == "spawn" and not self.new_pid and old_alive:
+                self.check_failed_reexec()
+        self.new_workers = new_workers
         state = self.state
         state.update(
             old_alive=old_alive,
@@ -257,6 +287,8 @@ class Upgrade:
             state["pidfile_pid"] = (
                 proc.read_pidfile(self.target["pidfile"])[0] if self.target["pidfile"] else (self.new_pid)
             )
+            if self.target["pidfile"]:
+                state["second_pidfile_pid"] = proc.read_pidfile(self.target["pidfile"] + ".2")[0]
             if self.unit["checked"]:
                 unit = common.unit_state(self.target["unit"])
                 state.update(unit_active=unit["active_state"] in ("active", "reloading"), main_pid=unit["main_pid"])
@@ -272,6 +304,25 @@ class Upgrade:
             state["bake_done"] = time.time() - self.phase_started >= self.params["bake_seconds"] and (
                 self.probe is None or (self.tracker.attempts > 0 and self.tracker.last["ok"])
             )
+
+    def apply_channel_readiness(self, pid, workers):
+        if not pid or not workers:
+            return workers
+        data = channel.status(self.target["control_socket"], pid, timeout=2.0)
+        if data is None:
+            return workers
+        self.channel_seen = True
+        ready = set(channel.ready_pids(data))
+        return [dict(w, ready=w["pid"] in ready and w["ready"]) for w in workers]
+
+    def check_failed_reexec(self):
+        """The bundled arbiter reports a new master that died before we saw it: fail the spawn at once."""
+        data = channel.status(self.target["control_socket"], self.old_pid, timeout=2.0)
+        last = ((data or {}).get("master") or {}).get("last_upgrade") or {}
+        if last.get("outcome") == "failed" and (last.get("at") or 0) >= self.phase_started - 1:
+            self.state["new_pid"] = last.get("pid")
+            self.new_pid = last.get("pid")
+            self.spawn_error = last.get("error")
 
     def health_verdict(self, phase):
         tracker = self.tracker
@@ -346,6 +397,7 @@ class Upgrade:
             elif kind == "term_old":
                 self.signal(self.old_pid, "SIGTERM", "term_old")
             elif kind == "rollback_hup_old":
+                self.restore_release_link()
                 self.signal(self.old_pid, "SIGHUP", "hup_old")
             elif kind == "term_new":
                 self.signal(self.new_pid, "SIGTERM", "term_new")
@@ -398,6 +450,26 @@ class Upgrade:
             )
         return ""
 
+    def restore_release_link(self):
+        """Point the release link back at the old master's release, so its re-spawned workers run the old code."""
+        link, old_release = self.release_link, self.old_release
+        if not link or not old_release or not self.params["restore_release_link"]:
+            self.notes.append("the old master's new workers import the code its working directory holds now")
+            return
+        try:
+            current = os.path.realpath(link)
+            if current == old_release:
+                return
+            tmp = "%s.rollback.%d" % (link, os.getpid())
+            os.symlink(old_release, tmp)
+            os.rename(tmp, link)
+            self.release_restored = {"link": link, "from": current, "to": old_release}
+            self.notes.append(
+                "pointed %s back from %s to %s before re-spawning the old workers" % (link, current, old_release)
+            )
+        except OSError as exc:
+            self.notes.append("could not point %s back to %s: %s" % (link, old_release, exc))
+
     def remove_stale_second_pidfile(self):
         removed = remove_stale_second_pidfile(self.target["pidfile"])
         if removed:
@@ -416,8 +488,9 @@ class Upgrade:
             unit=self.unit,
             failed_phase=self.failed_phase,
             rolled_back=False,
+            release_link_restored=self.release_restored,
             duration=round(time.time() - self.started, 3),
-            notes=self.notes,
+            notes=self.notes + (["worker readiness from the bundled arbiter's channel"] if self.channel_seen else []),
         )
 
     def finish_success(self):
@@ -441,6 +514,24 @@ class Upgrade:
         else:
             msg = "upgrade failed in phase %s: %s" % (phase, reason)
         self.module.fail_json(msg=msg, changed=True, **result)
+
+
+def find_release(pid, link=None):
+    """(release link, old release directory) of a master, or (None, None).
+
+    The old release is the master's working directory as the kernel resolved it when the master started. The link
+    is `link`, or else the master's $PWD when that is a symlink (a `current` link the unit starts the app from).
+    """
+    cwd = proc.cwd(pid)
+    if not cwd or cwd.endswith(" (deleted)"):
+        return link, None
+    if not link:
+        pwd = (proc.environ(pid) or {}).get("PWD")
+        if pwd and os.path.islink(pwd):
+            link = pwd
+    if link and not os.path.islink(link):
+        return None, cwd
+    return link, cwd
 
 
 def remove_stale_second_pidfile(pidfile):
@@ -469,6 +560,8 @@ def main():
         health_max_failures=dict(type="int", default=2),
         spawn_timeout=dict(type="float", default=30.0),
         force_stock=dict(type="bool", default=False),
+        release_link=dict(type="path"),
+        restore_release_link=dict(type="bool", default=True),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -567,6 +660,7 @@ def main():
             unit=unit,
             failed_phase=None,
             rolled_back=False,
+            release_link_restored=None,
             duration=0.0,
             notes=notes + (["would remove stale %s.2" % target["pidfile"]] if stale else []),
         )

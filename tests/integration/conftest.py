@@ -233,6 +233,7 @@ class Load:
         self.lock = threading.Lock()
         self.sent = 0
         self.failures = []
+        self.keepalive_races = 0
         self.versions = {}
         self.stop_event = threading.Event()
         self._threads = []
@@ -249,10 +250,23 @@ class Load:
                     return
                 self.sent += 1
             try:
+                reused = conn is not None
                 if conn is None:
                     conn = http.client.HTTPConnection(host, int(port), timeout=10)
-                conn.request("GET", self.path)
-                response = conn.getresponse()
+                try:
+                    conn.request("GET", self.path)
+                    response = conn.getresponse()
+                except (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError):
+                    if not reused:
+                        raise
+                    # The server closed an idle kept-alive connection as this request went out: what HTTP clients
+                    # retry on a fresh connection (urllib3 does). Counted apart, retried once.
+                    with self.lock:
+                        self.keepalive_races += 1
+                    conn.close()
+                    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+                    conn.request("GET", self.path)
+                    response = conn.getresponse()
                 body = response.read()
                 if response.status != 200:
                     raise RuntimeError(f"HTTP {response.status}")

@@ -103,6 +103,11 @@ CASES = [
     ("promoted, no unit", state(phase="promote", old_alive=False, pidfile_pid=200), ("done", None)),
     ("pidfile not renamed yet", state(phase="promote", old_alive=False, pidfile_pid=None), ("wait", None)),
     (
+        "handed over but not promoted yet",
+        state(phase="promote", old_alive=False, pidfile_pid=200, second_pidfile_pid=200),
+        ("wait", None),
+    ),
+    (
         "promoted with unit",
         state(phase="promote", old_alive=False, pidfile_pid=200, unit_checked=True, unit_active=True, main_pid=200),
         ("done", None),
