@@ -214,8 +214,17 @@ class Load:
     Stops by itself after `max_requests` in total or `seconds`, whichever comes first, or on stop().
     """
 
-    def __init__(self, port: int, threads: int = 4, max_requests: int = 20000, seconds: float = 60, path: str = "/"):
-        self.port, self.path = port, path
+    def __init__(
+        self,
+        port: int,
+        threads: int = 4,
+        max_requests: int = 20000,
+        seconds: float = 60,
+        path="/",
+        host="127.0.0.1",
+        mode: str = "mixed",  # mixed: half the threads keep connections alive; or "keepalive", "new-conn"
+    ):
+        self.port, self.path, self.host = port, path, host
         self.max_requests, self.seconds = max_requests, seconds
         self.ok = 0
         self.failures: list[str] = []
@@ -223,7 +232,12 @@ class Load:
         self.keepalive_failures = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i % 2 == 0,), daemon=True) for i in range(threads)]
+        self._threads = [
+            threading.Thread(
+                target=self._run, args=(i % 2 == 0 if mode == "mixed" else mode == "keepalive",), daemon=True
+            )
+            for i in range(threads)
+        ]
 
     def __enter__(self):
         self._deadline = time.monotonic() + self.seconds
@@ -252,7 +266,7 @@ class Load:
             start = time.monotonic()
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                    conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
                 conn.request("GET", self.path)
                 response = conn.getresponse()
                 response.read()

@@ -1,0 +1,249 @@
+"""Refresh benchmark: the graceful arbiter beside stock gunicorn, on loopback, bounded in time.
+
+    .venv/bin/python bench/refresh_bench.py [--import-seconds 1] [--workers 4]
+
+On the example ASGI app (graceful_demo_asgi, made to import in --import-seconds) with gunicorn's
+`asgi` worker, it prints for each way of replacing all workers one by one: how long it took, the
+p99 latency at rest and during the refresh, and the failed requests of keep-alive clients. Then the
+total PSS (master plus workers, after some requests) of the graceful arbiter with preload,
+gc.freeze and pre-imports, of stock gunicorn with preload (both with uvicorn-worker), and of
+`uvicorn --workers N`. Every process it starts is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "arbiter"))
+
+from tests.integration.harness import Load, free_port, wait_for  # noqa: E402
+
+from graceful_arbiter.client import master_socket_path, request  # noqa: E402
+from graceful_arbiter.memory import read_usage  # noqa: E402
+
+BIN = Path(sys.executable).parent
+APP_DIR = ROOT / "examples/apps/asgi"
+
+
+def p99(values: list[float]) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def tree(pid: int) -> list[int]:
+    pids = [pid]
+    for child in children(pid):
+        pids.extend(tree(child))
+    return pids
+
+
+def tree_pss(pid: int) -> int:
+    return sum(read_usage(p)["pss"] or 0 for p in tree(pid))
+
+
+class Server:
+    def __init__(self, argv: list[str], env: dict, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        argv = [a.replace("{port}", str(self.port)).replace("{dir}", str(workdir)) for a in argv]
+        self.log = open(workdir / f"server-{self.port}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=workdir,
+            env=dict(os.environ, PYTHONPATH=str(APP_DIR), **env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def ctl(self) -> str:
+        return str(self.workdir / f"ctl-{self.port}.sock")
+
+    def wait_serving(self, timeout: float = 60):
+        import http.client
+
+        def answers():
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            try:
+                conn.request("GET", "/health")
+                return conn.getresponse().status == 200
+            finally:
+                conn.close()
+
+        wait_for(answers, timeout, what="server answering")
+
+    def stop(self):
+        with contextlib.suppress(OSError):
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            for pid in tree(self.proc.pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+def gunicorn_argv(graceful: bool, workers: int, preload: bool, worker_class: str, extra=()) -> list[str]:
+    argv = [
+        str(BIN / ("graceful-gunicorn" if graceful else "gunicorn")),
+        "-b",
+        "127.0.0.1:{port}",
+        "-w",
+        str(workers),
+        "-k",
+        worker_class,
+        "--control-socket",
+        "{dir}/ctl-{port}.sock",
+        "--graceful-timeout",
+        "10",
+        *extra,
+    ]
+    if preload:
+        argv.append("--preload")
+    if graceful:
+        argv += ["--worker-health-path", "/health"]
+    return [*argv, "graceful_demo_asgi:app"]
+
+
+def worker_pids(server: Server, graceful: bool) -> set:
+    path = master_socket_path(server.ctl, server.proc.pid) if graceful else server.ctl
+    return {w["pid"] for w in request(path, "show workers")["workers"]}
+
+
+def measure_refresh(name: str, server: Server, graceful: bool, how: str, workers: int, import_seconds: float):
+    server.wait_serving()
+    time.sleep(import_seconds + 1)  # every worker booted
+    with Load(server.port, threads=4, seconds=120, max_requests=10**6, mode="keepalive") as load:
+        time.sleep(3)
+        rest = list(load.latencies)
+        before = len(load.latencies)
+        old = worker_pids(server, graceful)
+        started = time.monotonic()
+        if how == "graceful":
+            path = master_socket_path(server.ctl, server.proc.pid)
+            request(path, "graceful refresh")
+            wait_for(lambda: (request(path, "graceful status")["refresh"]["last"] or {}).get("outcome"), 120, 0.05)
+        elif how == "hup":
+            os.kill(server.proc.pid, signal.SIGHUP)
+            wait_for(lambda: not worker_pids(server, graceful) & old, 120, 0.05)
+            time.sleep(import_seconds)  # the new workers still import; requests queue meanwhile
+        elif how == "ttin-ttou":
+            for _ in range(workers):
+                count = len(worker_pids(server, graceful))
+                os.kill(server.proc.pid, signal.SIGTTIN)
+                wait_for(lambda c=count: len(worker_pids(server, graceful)) > c, 30, 0.05)
+                time.sleep(import_seconds + 0.2)  # stock gunicorn cannot tell when the worker is ready
+                os.kill(server.proc.pid, signal.SIGTTOU)
+                wait_for(lambda c=count: len(worker_pids(server, graceful)) == c, 30, 0.05)
+        elapsed = time.monotonic() - started
+        time.sleep(1)
+        during = load.latencies[before:]
+        load.stop()
+    return {
+        "name": name,
+        "seconds": elapsed,
+        "p99_rest_ms": p99(rest) * 1000,
+        "p99_refresh_ms": p99(during) * 1000,
+        "requests": load.total,
+        "failed": len(load.failures),
+    }
+
+
+def measure_memory(name: str, server: Server, requests: int = 3000) -> dict:
+    server.wait_serving()
+    time.sleep(1)
+    with Load(server.port, threads=4, seconds=60, max_requests=requests) as load:
+        while load.total < requests and load._more():
+            time.sleep(0.1)
+    time.sleep(0.5)
+    return {"name": name, "pss_mib": tree_pss(server.proc.pid) / 2**20, "processes": len(tree(server.proc.pid))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--import-seconds", type=float, default=1.0)
+    args = parser.parse_args()
+    n, imp = args.workers, args.import_seconds
+    env = {"DEMO_BEHAVIOUR": "slow-import", "DEMO_IMPORT_SECONDS": str(imp)}
+
+    refresh_cases = [
+        ("graceful refresh, no preload", True, False, "graceful"),
+        ("graceful refresh, preload", True, True, "graceful"),
+        ("stock HUP, no preload", False, False, "hup"),
+        ("stock HUP, preload", False, True, "hup"),
+        ("stock TTIN/TTOU loop, no preload", False, False, "ttin-ttou"),
+    ]
+    memory_cases = [
+        (
+            "graceful preload + gc.freeze + preimport",
+            gunicorn_argv(True, n, True, "uvicorn_worker.UvicornWorker", ["--worker-preimport", "auto"]),
+        ),
+        ("stock gunicorn preload", gunicorn_argv(False, n, True, "uvicorn_worker.UvicornWorker")),
+        ("graceful, no preload", gunicorn_argv(True, n, False, "uvicorn_worker.UvicornWorker")),
+        (
+            f"uvicorn --workers {n}",
+            [
+                str(BIN / "uvicorn"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--workers",
+                str(n),
+                "graceful_demo_asgi:app",
+            ],
+        ),
+    ]
+    results, memory = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, graceful, preload, how in refresh_cases:
+            server = Server(gunicorn_argv(graceful, n, preload, "asgi"), env, Path(tmp))
+            try:
+                results.append(measure_refresh(name, server, graceful, how, n, imp))
+            finally:
+                server.stop()
+        for name, argv in memory_cases:
+            server = Server(argv, {"DEMO_BEHAVIOUR": "ok"}, Path(tmp))
+            try:
+                memory.append(measure_memory(name, server))
+            finally:
+                server.stop()
+
+    print(f"\nReplacing {n} workers one by one (gunicorn -k asgi, app import {imp:g}s, 4 keep-alive clients)")
+    print(f"{'':36} {'time s':>7} {'p99 rest ms':>12} {'p99 refresh ms':>15} {'requests':>9} {'failed':>7}")
+    for r in results:
+        print(
+            f"{r['name']:36} {r['seconds']:7.2f} {r['p99_rest_ms']:12.1f} {r['p99_refresh_ms']:15.1f}"
+            f" {r['requests']:9d} {r['failed']:7d}"
+        )
+    print(f"\nTotal PSS after 3000 requests, master + {n} workers (uvicorn-worker unless said)")
+    for m in memory:
+        print(f"{m['name']:44} {m['pss_mib']:7.1f} MiB  ({m['processes']} processes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
