@@ -30,7 +30,7 @@ options:
       - The systemd unit running the master. Its C(MainPID) is used when there is no pidfile, and checked after a
         binary upgrade.
       - When the host has no systemd or the unit is not loaded, unit checks are skipped and the result says so
-        in RV(unit.reason).
+        in C(unit.reason).
     type: str
   config:
     description:

@@ -30,7 +30,7 @@ description:
     release layout where the unit runs the app through a C(current) symlink upgrades to whatever C(current) points
     to at the time of the upgrade. Never delete the previous release before the upgrade has finished.
 author:
-  - graceful.gunicorn maintainers
+  - graceful.gunicorn maintainers (@graceful-gunicorn)
 extends_documentation_fragment:
   - graceful.gunicorn.gunicorn
 options:
@@ -85,9 +85,11 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check mode and report what would change without changing it.
     support: full
     details: Reports the masters found and what would be signalled, without sending anything.
   diff_mode:
+    description: Returns no diff.
     support: none
 seealso:
   - module: graceful.gunicorn.gunicorn_info
@@ -161,7 +163,7 @@ health:
   sample: {"target": "http://127.0.0.1:8000/health", "checks": [{"phase": "bake", "attempts": 20, "failures": 0,
            "last": {"ok": true, "status": 200, "detail": "status 200", "elapsed": 0.003, "at": 1700000009.2}}]}
 unit:
-  description: The systemd unit and whether it was checked; RV(unit.reason) says why checks were skipped.
+  description: The systemd unit and whether it was checked; C(unit.reason) says why checks were skipped.
   returned: always
   type: dict
   sample: {"name": "gunicorn-shop.service", "checked": false, "reason": "systemd is not running on this host",

@@ -83,6 +83,7 @@ class Site:
         self.config = str(self.root / "gunicorn.conf.py")
         self.current = self.root / "current"
         self.log = self.root / "gunicorn.log"
+        self.control_socket = str(self.root / "run" / "control.sock")
         self.proc = None
         self.extra_conf = extra_conf
         (self.root / "run").mkdir(parents=True, exist_ok=True)
@@ -120,7 +121,7 @@ class Site:
             "timeout = 30",
             "keepalive = 2",
             f"preload_app = {self.preload!r}",
-            f"control_socket = {str(self.root / 'run' / 'control.sock')!r}",
+            f"control_socket = {self.control_socket!r}",
             "loglevel = 'info'",
         ]
         if self.worker_class == "gthread":

@@ -32,6 +32,7 @@ def upgrade_args(site, **extra):
     args = {
         "pidfile": site.pidfile,
         "config": site.config,
+        "control_socket": site.control_socket,
         "health_url": site.url,
         "bake_seconds": 2,
         "timeout": 30,
