@@ -166,6 +166,7 @@ def measure_refresh(name: str, server: Server, graceful: bool, how: str, workers
         "seconds": elapsed,
         "p99_rest_ms": p99(rest) * 1000,
         "p99_refresh_ms": p99(during) * 1000,
+        "max_refresh_ms": max(during, default=float("nan")) * 1000,
         "requests": load.total,
         "failed": len(load.failures),
     }
@@ -233,10 +234,13 @@ def main() -> int:
                 server.stop()
 
     print(f"\nReplacing {n} workers one by one (gunicorn -k asgi, app import {imp:g}s, 4 keep-alive clients)")
-    print(f"{'':36} {'time s':>7} {'p99 rest ms':>12} {'p99 refresh ms':>15} {'requests':>9} {'failed':>7}")
+    print(
+        f"{'':36} {'time s':>7} {'p99 rest ms':>12} {'p99 refresh ms':>15} {'max ms':>7} {'requests':>9} {'failed':>7}"
+    )
     for r in results:
         print(
             f"{r['name']:36} {r['seconds']:7.2f} {r['p99_rest_ms']:12.1f} {r['p99_refresh_ms']:15.1f}"
+            f" {r['max_refresh_ms']:7.0f}"
             f" {r['requests']:9d} {r['failed']:7d}"
         )
     print(f"\nTotal PSS after 3000 requests, master + {n} workers (uvicorn-worker unless said)")
