@@ -404,7 +404,11 @@ class Upgrade:
             elif kind == "term_new":
                 self.signal(self.new_pid, "SIGTERM", "term_new")
             elif kind == "kill_new":
+                # Its workers would be orphaned (a worker hanging at import never notices): they go too.
+                workers = common.pids(self.new_workers)
                 self.signal(self.new_pid, "SIGKILL", "kill_new")
+                for pid in workers:
+                    self.signal(pid, "SIGKILL", "kill_new_worker")
             elif kind == "rollback":
                 self.failed_phase, self.failure_reason = step["phase"], step["reason"]
                 self.leave(False, step["reason"])
