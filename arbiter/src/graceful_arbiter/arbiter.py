@@ -317,6 +317,8 @@ class GracefulArbiter(Arbiter):
     def reap_workers(self):
         # gunicorn's reap_workers halts the master on exit code 3 or 4 from any worker. Here that
         # happens only before the first generation was ready (see _boot_failed).
+        # A worker writes why it is not ready before it exits: read that first.
+        self._read_ready_reports(time.monotonic())
         try:
             while True:
                 wpid, status = os.waitpid(-1, os.WNOHANG)
