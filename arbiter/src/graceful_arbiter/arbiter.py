@@ -22,6 +22,7 @@ import gc
 import importlib
 import os
 import signal
+import sys
 import time
 from collections import deque
 
@@ -60,6 +61,23 @@ LAZY_IMPORTS = {
     ),
     "gunicorn.workers.gthread": ("concurrent.futures.thread",),
 }
+
+
+def reexec_command(argv: list[str], executable: str) -> tuple[str, list[str]]:
+    """The interpreter and argv a USR2 re-exec runs, given this master's argv and sys.executable.
+
+    A console script started as `<venv>/bin/graceful-gunicorn` runs under the interpreter its
+    shebang names, written when the release was installed (`releases/1.0.0/venv/bin/python3`).
+    Re-executing that interpreter would import the old release's packages even after `current`
+    moved on. The `python` beside the script, reached through the path the script was started by,
+    follows the link instead.
+    """
+    script = argv[0] if argv else ""
+    if os.path.isabs(script) and os.path.basename(os.path.dirname(script)) == "bin":
+        sibling = os.path.join(os.path.dirname(script), "python")
+        if os.access(sibling, os.X_OK):
+            return sibling, [sibling, *argv]
+    return executable, [executable, *argv]
 
 
 @dataclasses.dataclass
@@ -148,6 +166,9 @@ class GracefulArbiter(Arbiter):
         self._status: dict = {}
         self.generation = int(os.environ.get(GENERATION_ENV, "1") or 1)
         super().__init__(app)
+        # USR2 re-executes through the venv path the unit named (a `current` symlink), not the
+        # release a console script's shebang resolved to, so that an upgrade runs the new release.
+        self.START_CTX[0], self.START_CTX["args"] = reexec_command(sys.argv, sys.executable)
 
     # --- configuration --------------------------------------------------------------------
 

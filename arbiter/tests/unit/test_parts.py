@@ -188,3 +188,39 @@ def test_smaps_rollup_parsing_and_own_usage():
     assert memory.parse_smaps_rollup(text) == {"rss": 27056 * 1024, "pss": 14192 * 1024}
     usage = memory.read_usage(os.getpid())
     assert usage["rss"] > 0
+
+
+class TestReexecCommand:
+    """USR2 re-executes through the path the unit gave, so a moved `current` link picks the new release."""
+
+    def make_venv(self, root, name):
+        bin_dir = root / name / "venv" / "bin"
+        bin_dir.mkdir(parents=True)
+        python = bin_dir / "python"
+        python.write_text("#!/bin/sh\n")
+        python.chmod(0o755)
+        script = bin_dir / "graceful-gunicorn"
+        script.write_text("#!/srv/x/releases/1.0.0/venv/bin/python3\n")
+        return bin_dir
+
+    def test_console_script_reexecs_the_python_beside_it_through_the_link(self, tmp_path):
+        from graceful_arbiter.arbiter import reexec_command
+
+        self.make_venv(tmp_path, "releases/1.0.0")
+        (tmp_path / "current").symlink_to(tmp_path / "releases/1.0.0")
+        script = str(tmp_path / "current/venv/bin/graceful-gunicorn")
+        argv = [script, "-c", "/etc/gunicorn/demo/gunicorn.conf.py", "app:app"]
+        python, args = reexec_command(argv, str(tmp_path / "releases/1.0.0/venv/bin/python3"))
+        assert python == str(tmp_path / "current/venv/bin/python")
+        assert args == [python, *argv]
+
+    def test_without_a_venv_bin_sibling_the_running_interpreter_is_kept(self, tmp_path):
+        from graceful_arbiter.arbiter import reexec_command
+
+        argv = [str(tmp_path / "tool.py"), "app:app"]
+        assert reexec_command(argv, "/usr/bin/python3") == ("/usr/bin/python3", ["/usr/bin/python3", *argv])
+
+    def test_relative_script_path_is_left_alone(self):
+        from graceful_arbiter.arbiter import reexec_command
+
+        assert reexec_command(["bin/graceful-gunicorn"], "/py")[0] == "/py"
