@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import os
 import re
 import signal
@@ -210,33 +211,63 @@ def read_text(path, limit=1024 * 1024):
 def remove_stuck_worker(run, master, worker, wait=5.0):
     """Take a new worker that never got ready out of a stock master without retiring an old one for it.
 
-    TTOU alone would make gunicorn SIGTERM its *oldest* worker. So the master is held (SIGSTOP) for the few
-    milliseconds it takes to SIGKILL the worker and queue SIGTTOU; on SIGCONT its handlers run in signal-number
-    order, SIGCHLD (17: the dead worker is reaped) before SIGTTOU (22: the count drops to what is left), and it
-    retires nobody. The master is always continued, whatever happens in between.
+    SIGTTOU alone would make gunicorn SIGTERM its *oldest* worker, and a killed worker alone is replaced at once.
+    So the master is held (SIGSTOP) while the worker is SIGKILLed (it stays a zombie, its SIGCHLD pending), then
+    continued and sent SIGTTOU right away (a stop signal queued before SIGCONT would be discarded by it). Both are
+    pending when the master resumes and run in signal-number order: SIGCHLD (17, the dead worker is reaped) before
+    SIGTTOU (22, the count drops to the workers left), in one turn of its loop, so it neither forks nor retires
+    anyone. The master is always continued. Returns the master's children that appeared meanwhile (none expected).
     """
+    before = set(proc.children_by_parent().get(master, []))
     run.signal(master, "SIGSTOP")
     try:
-        run.signal(worker, "SIGKILL")
         deadline = time.time() + wait
+        while (proc.stat(master) or {}).get("state") not in ("T", "t", None) and time.time() < deadline:
+            time.sleep(0.001)
+        run.signal(worker, "SIGKILL")
         while proc.alive(worker) and time.time() < deadline:
-            time.sleep(0.01)
-        run.signal(master, "SIGTTOU")
+            time.sleep(0.001)
     finally:
-        try:
-            os.kill(master, signal.SIGCONT)
-            run.signals.append(
-                {
-                    "signal": "SIGCONT",
-                    "pid": master,
-                    "phase": run.phase,
-                    "at": round(time.time(), 3),
-                    "delivered": True,
-                    "phase_index": len(run.phases.items) - 1,
-                }
-            )
-        except OSError:
-            pass
+        _continue_then_ttou(run, master)
     deadline = time.time() + wait
     while os.path.exists("/proc/%d" % worker) and time.time() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.01)
+    time.sleep(0.2)
+    return sorted(set(proc.children_by_parent().get(master, [])) - before - {worker})
+
+
+def _continue_then_ttou(run, master):
+    """SIGCONT and SIGTTOU back to back, from a CPU other than the master's, so SIGTTOU is pending before it runs."""
+    affinity = None
+    try:
+        affinity = os.sched_getaffinity(0)
+        cpu = int(proc._read("/proc/%d/stat" % master).rsplit(")", 1)[1].split()[36])
+        others = affinity - {cpu}
+        if others:
+            os.sched_setaffinity(0, others)
+    except (AttributeError, OSError, ValueError, IndexError, TypeError):
+        affinity = None
+    cont = ttou = False
+    try:
+        os.kill(master, signal.SIGCONT)
+        cont = True
+        os.kill(master, signal.SIGTTOU)
+        ttou = True
+    except OSError:
+        pass
+    finally:
+        if affinity:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, affinity)
+    now = round(time.time(), 3)
+    for name, delivered in (("SIGCONT", cont), ("SIGTTOU", ttou)):
+        run.signals.append(
+            {
+                "signal": name,
+                "pid": master,
+                "phase": run.phase,
+                "at": now,
+                "delivered": delivered,
+                "phase_index": len(run.phases.items) - 1,
+            }
+        )

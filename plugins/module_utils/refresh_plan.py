@@ -37,6 +37,7 @@ graceful_refresh_step(state): `graceful refresh` through the arbiter's channel.
   phase             'request', 'refresh', 'health'
   request_id        the id the arbiter gave our request, or None before it was sent
   last              `refresh.last` of the status, or None
+  old_left          workers from before the refresh still running (retired ones finishing their requests)
   master_alive, health_configured, health_ok, deadline_passed
 """
 
@@ -234,6 +235,11 @@ def graceful_refresh_step(state):
     request_id = state.get("request_id") or 0
     if last and (last.get("request_id") or 0) >= request_id:
         if last.get("outcome") == "succeeded":
+            if state.get("old_left"):
+                # Retired workers finish their requests (SIGKILL after graceful_timeout): wait until they are gone.
+                if state.get("deadline_passed"):
+                    return action("fail", phase, "%d retired workers still running" % state["old_left"])
+                return action("wait")
             return action("advance", "health")
         reason = "the arbiter's refresh %s %s: %s" % (
             last.get("id"),

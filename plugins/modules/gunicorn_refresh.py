@@ -315,8 +315,14 @@ class Refresh:
                 state.update(phase="rollback", ttou_sent=0)
                 run.enter("rollback", "%s, after %s failed" % (label, step["phase"]))
             elif kind == "remove_stuck":
-                recycle.remove_stuck_worker(run, self.pid, int(step["reason"]))
+                forked = recycle.remove_stuck_worker(run, self.pid, int(step["reason"]))
                 self.result["rolled_back"] = True
+                if forked:
+                    # The master handled SIGCHLD and SIGTTOU in two turns: it forked and retired an original worker.
+                    run.leave(False, "the master forked %s while the stuck worker was taken out" % forked)
+                    return self.finish(
+                        failure[0], "%s; then the rollback raced the master, which forked %s" % (failure[1], forked)
+                    )
             elif kind == "rolled_back":
                 run.leave(True, "%d workers, %d of them new and ready" % (len(workers), len(new)))
                 return self.finish(failure[0], failure[1])
@@ -361,6 +367,7 @@ class Refresh:
             failure = failure if failure and (failure.get("at") or 0) >= started - 0.5 else None
             state.update(
                 master_alive=alive,
+                old_left=len(set(self.old_pids) & set(common.pids(workers))),
                 last=last,
                 boot_failure=(failure or {}).get("reason"),
                 deadline_passed=run.deadline_passed(),

@@ -283,6 +283,16 @@ GRACEFUL_CASES = [
     ("no refresh yet", arb(), ("wait", None)),
     ("an older refresh", arb(last={"id": 1, "request_id": 2, "outcome": "succeeded"}), ("wait", None)),
     ("ours succeeded", arb(last={"id": 2, "request_id": 3, "outcome": "succeeded"}), ("advance", "health")),
+    (
+        "ours succeeded, retirees exiting",
+        arb(last={"id": 2, "request_id": 3, "outcome": "succeeded"}, old_left=1),
+        ("wait", None),
+    ),
+    (
+        "retirees never exit",
+        arb(last={"id": 2, "request_id": 3, "outcome": "succeeded"}, old_left=1, deadline_passed=True),
+        ("fail", "refresh"),
+    ),
     ("a later one covered ours", arb(last={"id": 3, "request_id": 4, "outcome": "succeeded"}), ("advance", "health")),
     ("ours failed", arb(last={"id": 2, "request_id": 3, "outcome": "failed", "error": "x"}), ("fail", "refresh")),
     ("ours aborted", arb(last={"id": 2, "request_id": 3, "outcome": "aborted", "error": "WINCH"}), ("fail", "refresh")),
