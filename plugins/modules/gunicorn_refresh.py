@@ -26,7 +26,7 @@ description:
     (gunicorn retires its oldest worker, an original one). The worker count never drops below what it was.
   - With stock gunicorn, a new worker that is not ready within O(timeout) is taken out again and the module fails
     naming the phase. C(SIGTTOU) alone would retire the oldest worker, so the master is held with C(SIGSTOP) for
-    the few milliseconds it takes to C(SIGKILL) the stuck worker and queue C(SIGTTOU), then continued: it reaps the
+    the few milliseconds it takes to C(SIGKILL) the stuck worker and queue C(SIGTTOU), then continued, so it reaps the
     stuck worker before it handles C(SIGTTOU) and retires nobody. New workers of the batch that did get ready stay
     (each replaces an original one).
   - With stock gunicorn, a new worker that B(fails) to boot (an import error, exit code 3) halts the whole master,

@@ -28,7 +28,7 @@ description:
   - With stock gunicorn, HUP stops the old workers before the new ones are ready, and a new worker that fails to
     boot B(halts the whole master), healthy old workers included. Use the bundled arbiter, or
     M(graceful.gunicorn.gunicorn_upgrade), to deploy code that might not import.
-  - With C(preload_app) the master's copy of the app is reused: HUP applies the configuration but does B(not) load
+  - With C(preload_app) the master's copy of the app is reused. HUP applies the configuration but does B(not) load
     new code. The module then warns and returns RV(code_reloaded=false); deploy code with
     M(graceful.gunicorn.gunicorn_upgrade).
 author:

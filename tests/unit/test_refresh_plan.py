@@ -213,7 +213,7 @@ def simulate_stock(workers, batch_size):
     state = stock(expected_workers=workers, phase="grow", batch=sizes[0])
     known = set(alive)
     lowest = len(alive)
-    for _ in range(1000):
+    for _turn in range(1000):
         state.update(
             batch_new=[W(p) for p in alive if p not in known],
             workers=len(alive),
