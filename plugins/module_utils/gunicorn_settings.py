@@ -143,12 +143,17 @@ GUNICORN_SETTINGS = (
 # Registered by the bundled arbiter (graceful_arbiter.settings.SETTING_NAMES).
 ARBITER_SETTINGS = (
     "worker_refresh_interval",
+    "worker_refresh_jitter",
     "worker_refresh_batch_size",
     "worker_boot_timeout",
     "worker_health_path",
+    "worker_health_host",
+    "worker_refresh_backoff",
     "worker_max_memory",
     "worker_max_memory_metric",
     "worker_refresh_on_change",
+    "worker_gc_freeze",
+    "worker_preimport",
 )
 
 KNOWN_SETTINGS = frozenset(GUNICORN_SETTINGS + ARBITER_SETTINGS)

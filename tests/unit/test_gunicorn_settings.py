@@ -1,10 +1,14 @@
 """The collection's list of gunicorn setting names against the installed gunicorn and arbiter."""
 
 import importlib
+import sys
+from pathlib import Path
 
 import pytest
 
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_settings as gs
+
+ARBITER_SRC = Path(__file__).resolve().parents[2] / "arbiter" / "src"
 
 
 def test_list_matches_installed_gunicorn():
@@ -22,15 +26,20 @@ def test_list_matches_installed_gunicorn():
     assert list(gs.GUNICORN_SETTINGS) == installed
 
 
-def test_list_matches_bundled_arbiter():
+def test_list_matches_bundled_arbiter(monkeypatch):
+    # The in-tree source, which the role installs, rather than whatever copy the venv holds.
+    monkeypatch.syspath_prepend(str(ARBITER_SRC))
+    for name in [m for m in sys.modules if m == "graceful_arbiter" or m.startswith("graceful_arbiter.")]:
+        monkeypatch.delitem(sys.modules, name)
     try:
         settings = importlib.import_module("graceful_arbiter.settings")
     except ImportError:
-        pytest.skip("graceful_arbiter.settings is not installed")
+        pytest.skip("graceful_arbiter.settings cannot be imported")
+    assert Path(settings.__file__).resolve().is_relative_to(ARBITER_SRC.resolve())
     names = getattr(settings, "SETTING_NAMES", None)
     if names is None:
         pytest.skip("graceful_arbiter.settings has no SETTING_NAMES yet")
-    assert set(gs.ARBITER_SETTINGS) == set(names)
+    assert sorted(gs.ARBITER_SETTINGS) == sorted(names), "update ARBITER_SETTINGS in gunicorn_settings.py"
 
 
 def test_no_duplicates():
