@@ -150,7 +150,7 @@ def measure_refresh(name: str, server: Server, graceful: bool, how: str, workers
             wait_for(lambda: not worker_pids(server, graceful) & old, 120, 0.05)
             time.sleep(import_seconds)  # the new workers still import; requests queue meanwhile
         elif how == "ttin-ttou":
-            for _ in range(workers):
+            for _worker in range(workers):
                 count = len(worker_pids(server, graceful))
                 os.kill(server.proc.pid, signal.SIGTTIN)
                 wait_for(lambda c=count: len(worker_pids(server, graceful)) > c, 30, 0.05)

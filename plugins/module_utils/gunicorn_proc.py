@@ -381,7 +381,7 @@ def snapshot(master_pid, pidfile=None, ready_seconds=1.0):
     master["flavour"] = classify_cmdline(cmdline(master_pid))["flavour"]
     new_pid = None
     if pidfile:
-        candidate, _ = read_pidfile(pidfile + ".2")
+        candidate, _mtime = read_pidfile(pidfile + ".2")
         if candidate and candidate != master_pid and alive(candidate):
             new_pid = candidate
     workers = []

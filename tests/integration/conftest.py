@@ -288,7 +288,7 @@ class Load:
             conn.close()
 
     def __enter__(self):
-        for _ in range(self.threads):
+        for _thread in range(self.threads):
             thread = threading.Thread(target=self._worker, daemon=True)
             thread.start()
             self._threads.append(thread)

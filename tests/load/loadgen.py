@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             daemon=True,
         )
         for url in args.url
-        for _ in range(args.connections)
+        for _connection in range(args.connections)
     ]
     deadline = time.monotonic() + args.seconds
     for thread in threads:

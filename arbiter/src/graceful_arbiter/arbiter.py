@@ -260,7 +260,7 @@ class GracefulArbiter(Arbiter):
             self._retire(pid, now)
         if decision.finished and self._refresh:
             self._finish_refresh("succeeded")
-        for _ in range(decision.spawn):
+        for _spawn in range(decision.spawn):
             self.spawn_worker()
         if not self._first_generation_ready and self.num_workers > 0:
             serving = [w for w in self.WORKERS.values() if w.graceful_retiring_since is None]

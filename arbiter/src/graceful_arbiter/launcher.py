@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
+from gunicorn import util
 from gunicorn.app.wsgiapp import WSGIApplication
 
-# Registers the graceful settings before gunicorn builds its Config and argument parser.
-import graceful_arbiter.settings  # noqa: F401
+# Importing the arbiter registers the graceful settings (graceful_arbiter.settings) before gunicorn
+# builds its Config and argument parser.
 from graceful_arbiter.arbiter import GracefulArbiter
 
 
@@ -13,7 +17,21 @@ class GracefulApplication(WSGIApplication):
     """gunicorn's WSGI/ASGI application loader, with the master replaced by GracefulArbiter."""
 
     def run(self):
-        GracefulArbiter(self).run()
+        if self.cfg.check_config or self.cfg.print_config:
+            # gunicorn loads the app, reports, and exits here: no master starts.
+            super().run()
+            return
+        if self.cfg.daemon:
+            util.daemonize(self.cfg.enable_stdio_inheritance)
+        for path in filter(None, (self.cfg.pythonpath or "").split(",")):
+            path = os.path.abspath(path)
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        try:
+            GracefulArbiter(self).run()
+        except RuntimeError as exc:
+            print(f"\nError: {exc}\n", file=sys.stderr, flush=True)
+            sys.exit(1)
 
 
 def main() -> None:

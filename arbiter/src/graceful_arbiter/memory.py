@@ -7,7 +7,7 @@ def parse_smaps_rollup(text: str) -> dict:
     """{"rss": bytes, "pss": bytes} from the text of /proc/PID/smaps_rollup (values are in kB)."""
     usage = {}
     for line in text.splitlines():
-        key, _, rest = line.partition(":")
+        key, _sep, rest = line.partition(":")
         if key in ("Rss", "Pss"):
             usage[key.lower()] = int(rest.split()[0]) * 1024
     return usage

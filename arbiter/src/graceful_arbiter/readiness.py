@@ -43,8 +43,8 @@ def parse_reports(data: bytes) -> list[tuple[int, bool, str]]:
     """Master side: complete lines of the pipe as (pid, ok, detail)."""
     reports = []
     for line in data.decode("utf-8", "replace").splitlines():
-        pid, _, rest = line.partition(" ")
-        status, _, detail = rest.partition(" ")
+        pid, _sep, rest = line.partition(" ")
+        status, _sep, detail = rest.partition(" ")
         if pid.isdigit() and status in ("ok", "fail"):
             reports.append((int(pid), status == "ok", detail))
     return reports
@@ -91,7 +91,7 @@ def call_wsgi(app, path: str, host: str) -> tuple[bool, str]:
     try:
         body = app(wsgi_environ(path, host), start_response)
         try:
-            for _ in body:
+            for _chunk in body:
                 pass
         finally:
             close = getattr(body, "close", None)

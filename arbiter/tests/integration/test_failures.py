@@ -21,7 +21,7 @@ DRILLS = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "behaviour", "reason"), DRILLS, ids=[f"{k}-{b}" for k, b, _ in DRILLS])
+@pytest.mark.parametrize(("kind", "behaviour", "reason"), DRILLS, ids=[f"{k}-{b}" for k, b, _reason in DRILLS])
 def test_bad_new_worker_aborts_refresh_and_old_workers_keep_serving(master_factory, kind, behaviour, reason):
     master = master_factory(kind, workers=2, worker_boot_timeout=4, worker_refresh_backoff=60)
     master.start()

@@ -85,6 +85,7 @@ class Host:
             capture_output=True,
             text=True,
             timeout=300,
+            check=False,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"{command!r} failed: {result.stdout}{result.stderr}")
@@ -119,17 +120,21 @@ def host(tmp_path):
     host = Host(name)
     try:
         out = subprocess.run(
-            [sys.executable, LAB, "up", "--name", name, "--hosts", "1"], capture_output=True, text=True, timeout=600
+            [sys.executable, LAB, "up", "--name", name, "--hosts", "1"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
         )
         if out.returncode != 0:
-            pytest.skip(f"lab host did not boot: {out.stderr[-500:]}")
+            pytest.fail(f"lab host did not boot: {out.stderr[-500:]}")
         inventory = Path(out.stdout.strip().splitlines()[-1]).read_text()
         host.address = re.search(r"ansible_host:\s*([\d.]+)", inventory).group(1)
-        route = subprocess.run(["ip", "route", "get", host.address], capture_output=True, text=True).stdout
+        route = subprocess.run(["ip", "route", "get", host.address], capture_output=True, text=True, check=True).stdout
         assert f"gg{name}" in route, f"{host.address} is not reached through the lab bridge: {route}"
         yield host
     finally:
-        subprocess.run([sys.executable, LAB, "down", "--name", name], capture_output=True, timeout=300)
+        subprocess.run([sys.executable, LAB, "down", "--name", name], capture_output=True, timeout=300, check=False)
 
 
 def wheelhouse(tmp: Path) -> Path:

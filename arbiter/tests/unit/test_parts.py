@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -74,7 +75,7 @@ def test_client_speaks_gunicorns_ctl_framing(tmp_path):
     seen = {}
 
     def serve():
-        conn, _ = server.accept()
+        conn, _peer = server.accept()
         with conn:
             (length,) = struct.unpack(">I", conn.recv(4))
             seen.update(json.loads(conn.recv(length)))
@@ -96,7 +97,7 @@ def test_client_raises_on_error_reply(tmp_path):
     server.listen(1)
 
     def serve():
-        conn, _ = server.accept()
+        conn, _peer = server.accept()
         with conn:
             conn.recv(1024)
             body = json.dumps({"id": 1, "status": "error", "error": "nope"}).encode()
@@ -148,7 +149,7 @@ def test_asgi_gate_checks_health_before_startup_completes(monkeypatch):
         gate = readiness.AsgiReadinessGate(graceful_demo_asgi.app, path, "localhost", 5)
         sent = []
 
-        async def run(gate=gate, sent=sent):
+        async def run(gate, sent):
             queue = asyncio.Queue()
             await queue.put({"type": "lifespan.startup"})
 
@@ -158,7 +159,7 @@ def test_asgi_gate_checks_health_before_startup_completes(monkeypatch):
 
             await gate({"type": "lifespan", "state": {}}, queue.get, send)
 
-        asyncio.run(run())
+        asyncio.run(run(gate, sent))
         assert sent[0] == expected
     assert reported == [True, False]
 
@@ -224,3 +225,45 @@ class TestReexecCommand:
         from graceful_arbiter.arbiter import reexec_command
 
         assert reexec_command(["bin/graceful-gunicorn"], "/py")[0] == "/py"
+
+
+class TestCheckConfig:
+    """`graceful-gunicorn --check-config` validates settings and the app, then exits without serving."""
+
+    APP_DIR = Path(__file__).resolve().parents[3] / "examples" / "apps" / "wsgi"
+
+    def check(self, tmp_path, conf_text):
+        conf = tmp_path / "gunicorn.conf.py"
+        conf.write_text(conf_text)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "graceful_arbiter.launcher",
+                "--check-config",
+                "-c",
+                str(conf),
+                "--chdir",
+                str(self.APP_DIR),
+                "graceful_demo_wsgi:app",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def test_valid_config_and_app_pass(self, tmp_path):
+        result = self.check(tmp_path, "workers = 2\nworker_refresh_interval = 30\nbind = ['127.0.0.1:1']\n")
+        assert result.returncode == 0, result.stderr
+
+    def test_bad_value_of_a_graceful_setting_fails(self, tmp_path):
+        result = self.check(tmp_path, "worker_refresh_interval = 'often'\n")
+        assert result.returncode != 0
+        assert "worker_refresh_interval" in result.stderr + result.stdout
+
+    def test_app_that_fails_to_import_fails(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("DEMO_BEHAVIOUR", "import-error")
+        result = self.check(tmp_path, "workers = 1\n")
+        assert result.returncode == 1
+        assert "import fails on purpose" in result.stderr

@@ -123,11 +123,11 @@ def test_refresh_never_drops_capacity_whatever_the_boot_order():
         workers = {p: w(p) for p in range(1, 5)}
         refresh = RefreshView(frozenset(workers))
         next_pid, lowest = 5, 4
-        for _ in range(200):
+        for _step in range(200):
             d = policy.decide(list(workers.values()), Limits(4, batch_size=batch), NOW, refresh=refresh)
             for pid in d.retire:
                 workers[pid] = w(pid, retiring=NOW)
-            for _ in range(d.spawn):
+            for _spawn in range(d.spawn):
                 workers[next_pid] = w(next_pid, ready=False)
                 next_pid += 1
             lowest = min(lowest, sum(1 for x in workers.values() if x.serving and x.ready))
