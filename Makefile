@@ -85,7 +85,10 @@ molecule: deps venv collection wheelhouse
 test: deps venv lint unit integration molecule
 
 demo: deps venv collection wheelhouse
-	$(BIN)/python tests/lab/lab.py run --name demo --hosts 3 -- $(BIN)/ansible-playbook -i $(CURDIR)/.lab/demo/inventory.yml tests/demo/demo.yml
+	$(BIN)/python tests/lab/lab.py rootfs
+	$(BIN)/python tests/lab/lab.py run --name demo --hosts 3 -- \
+	  $(BIN)/ansible-playbook -i $(CURDIR)/.lab/demo/inventory.yml tests/demo/demo.yml \
+	  -e @tests/demo/vars.yml -e gunicorn_wheelhouse=$(WHEELHOUSE)
 
 lab-down:
 	$(BIN)/python tests/lab/lab.py down --name demo

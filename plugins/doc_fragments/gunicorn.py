@@ -16,6 +16,9 @@ options:
       - Name of the gunicorn instance as laid out by the P(graceful.gunicorn.server#role) role.
       - Derives O(unit=gunicorn-<instance>.service), O(pidfile=/run/gunicorn-<instance>/master.pid) and
         O(config=/etc/gunicorn/<instance>/gunicorn.conf.py) unless those are given.
+      - The role writes an instance manifest, C(instance.json), beside the config. When it is readable, options
+        left unset are taken from it, the health target (O(health_url) or O(health_socket), O(health_path),
+        O(url_prefix), O(expected_status)) and O(workers) included, so the instance name is all a task needs.
       - One of O(instance), O(pidfile) or O(unit) is required.
     type: str
   pidfile:
@@ -56,7 +59,8 @@ options:
     description:
       - Base URL of the app over TCP, for example V(http://127.0.0.1:8000). The request path is the URL's own
         path, then O(url_prefix), then O(health_path).
-      - Without O(health_url) and O(health_socket) no health check is made and the results say so.
+      - Without O(health_url) and O(health_socket), and no health target in the instance manifest, no health
+        check is made and the results say so.
     type: str
   health_socket:
     description:
@@ -65,13 +69,13 @@ options:
   health_path:
     description:
       - Path of the health endpoint.
+      - Defaults to the instance manifest's, else V(/health).
     type: str
-    default: /health
   url_prefix:
     description:
       - Path prefix the app is mounted under, put before O(health_path).
+      - Defaults to the instance manifest's, else none.
     type: str
-    default: ''
   host_header:
     description:
       - Host header to send with health requests.
@@ -79,9 +83,9 @@ options:
   expected_status:
     description:
       - HTTP statuses that count as healthy.
+      - Defaults to the instance manifest's, else V([200]).
     type: list
     elements: int
-    default: [200]
   body_pattern:
     description:
       - Regular expression the response body must match (Python C(re.search)).

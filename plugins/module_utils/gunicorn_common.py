@@ -9,6 +9,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import os
 import signal
 import subprocess
@@ -28,10 +29,10 @@ def common_argument_spec():
         control_socket=dict(type="path"),
         health_url=dict(type="str"),
         health_socket=dict(type="path"),
-        health_path=dict(type="str", default="/health"),
-        url_prefix=dict(type="str", default=""),
+        health_path=dict(type="str"),
+        url_prefix=dict(type="str"),
         host_header=dict(type="str"),
-        expected_status=dict(type="list", elements="int", default=[200]),
+        expected_status=dict(type="list", elements="int"),
         body_pattern=dict(type="str"),
         validate_certs=dict(type="bool", default=True),
         ca_path=dict(type="path"),
@@ -67,6 +68,64 @@ def resolve_target(params):
         if not target["control_socket"]:
             target["control_socket"] = "/run/gunicorn-%s/gunicorn.ctl" % instance
     return target
+
+
+HEALTH_DEFAULTS = {"health_path": "/health", "url_prefix": "", "expected_status": [200]}
+
+
+def manifest_path(params):
+    """Where the role's instance manifest lies: beside the config, /etc/gunicorn/<instance>/instance.json."""
+    if params.get("config"):
+        return os.path.join(os.path.dirname(params["config"]), "instance.json")
+    if params.get("instance"):
+        return "/etc/gunicorn/%s/instance.json" % params["instance"]
+    return None
+
+
+def read_manifest(path):
+    """The manifest as a dict, or None when it is missing or unreadable (the options then stand alone)."""
+    if not path:
+        return None
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def apply_manifest(params, manifest):
+    """Fill the options left unset from the instance manifest, then the built-in defaults; returns params.
+
+    Explicit options always win. The health target is taken only when neither health_url nor health_socket
+    was given, and only when the role enabled health checks for the instance.
+    """
+    manifest = manifest or {}
+    health = manifest.get("health") or {}
+    if not params.get("health_url") and not params.get("health_socket") and health.get("enabled"):
+        if health.get("socket"):
+            params["health_socket"] = health["socket"]
+        elif health.get("url"):
+            params["health_url"] = health["url"]
+    for key, manifest_key in (
+        ("health_path", "path"),
+        ("url_prefix", "url_prefix"),
+        ("expected_status", "expected_status"),
+    ):
+        if params.get(key) is None:
+            value = health.get(manifest_key)
+            params[key] = value if value is not None else HEALTH_DEFAULTS[key]
+    if params.get("workers") is None and isinstance(manifest.get("workers"), int) and manifest["workers"] > 0:
+        params["workers"] = manifest["workers"]
+    for key in ("unit", "pidfile", "control_socket"):
+        if not params.get(key) and params.get("instance") and manifest.get(key):
+            params[key] = manifest[key]
+    return params
+
+
+def load_params(params):
+    """The module's options completed from the instance manifest (see apply_manifest)."""
+    return apply_manifest(params, read_manifest(manifest_path(params)))
 
 
 def validate_params(params):

@@ -370,6 +370,24 @@ def find_master_pid(pidfile, expected_config=None, main_pid=None):
     return pid, source, notes
 
 
+def release_name(cwd):
+    """The release a master runs, from its working directory: <root>/releases/<name>[/...] gives <name>."""
+    parts = (cwd or "").split("/")
+    if "releases" in parts[:-1]:
+        return parts[parts.index("releases") + 1] or None
+    return None
+
+
+def release_of(pid):
+    """The release directory a master started in. A master chdirs into `current` when it starts, and the
+    kernel keeps the directory the link pointed to then, so this is what the master runs, whatever
+    `current` points to now."""
+    try:
+        return release_name(os.readlink("/proc/%d/cwd" % pid))
+    except OSError:
+        return None
+
+
 def snapshot(master_pid, pidfile=None, ready_seconds=1.0):
     """Everything observable about a master: its workers and any second master of an upgrade in flight."""
     now = uptime()
@@ -379,6 +397,7 @@ def snapshot(master_pid, pidfile=None, ready_seconds=1.0):
         return {"master": None, "workers": [], "new_master": None, "new_workers": []}
     master["cmdline"] = " ".join(cmdline(master_pid))[:1000]
     master["flavour"] = classify_cmdline(cmdline(master_pid))["flavour"]
+    master["release"] = release_of(master_pid)
     new_pid = None
     if pidfile:
         candidate, _mtime = read_pidfile(pidfile + ".2")
@@ -400,6 +419,7 @@ def snapshot(master_pid, pidfile=None, ready_seconds=1.0):
         new_master = process_info(new_pid, now)
         if new_master:
             new_master["cmdline"] = " ".join(cmdline(new_pid))[:1000]
+            new_master["release"] = release_of(new_pid)
             for child in sorted(tree.get(new_pid, [])):
                 info = worker_info(child, now, ready_seconds)
                 if info:

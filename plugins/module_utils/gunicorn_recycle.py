@@ -126,7 +126,7 @@ def preflight(module, problems):
 
     Returns dict(target, probe, pid, unit, notes, before, flavour, status, phases).
     """
-    params = module.params
+    params = common.load_params(module.params)
     problems = common.validate_params(params) + list(problems)
     try:
         probe = health.build_probe(params)

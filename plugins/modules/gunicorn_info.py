@@ -52,11 +52,15 @@ EXAMPLES = r"""
 
 RETURN = r"""
 master:
-  description: The master; C(master.flavour) is V(graceful) for the bundled arbiter, V(stock) otherwise.
+  description:
+    - The master; C(master.flavour) is V(graceful) for the bundled arbiter, V(stock) otherwise.
+    - C(master.release) is the release directory it runs (C(<root>/releases/<release>)), from the directory it
+      started in, or null when it runs outside a release layout.
   returned: always
   type: dict
   sample: {"pid": 4242, "ppid": 1, "started": 1700000000.0, "age": 3600.5, "rss": 52428800, "pss": 30408704,
-           "flavour": "graceful", "cmdline": "/srv/venv/bin/python3 /srv/venv/bin/graceful-gunicorn -c ..."}
+           "flavour": "graceful", "release": "2.4.1",
+           "cmdline": "/srv/venv/bin/python3 /srv/venv/bin/graceful-gunicorn -c ..."}
 workers:
   description:
     - The master's workers. C(heartbeat) is whether gunicorn's heartbeat shows the worker ran its main
@@ -172,7 +176,7 @@ def main():
         required_one_of=common.COMMON_REQUIRED_ONE_OF,
         supports_check_mode=True,
     )
-    params = module.params
+    params = common.load_params(module.params)
     problems = common.validate_params(params)
     try:
         probe = health.build_probe(params)

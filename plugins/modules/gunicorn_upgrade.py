@@ -575,7 +575,7 @@ def main():
         required_one_of=common.COMMON_REQUIRED_ONE_OF,
         supports_check_mode=True,
     )
-    params = module.params
+    params = common.load_params(module.params)
     problems = common.validate_params(params)
     for key in ("bake_seconds", "health_interval", "spawn_timeout"):
         if params[key] < 0 or (key != "bake_seconds" and params[key] == 0):

@@ -198,3 +198,18 @@ def test_health_tracker_streaks():
     assert tracker.summary()["streak"] == 2
     assert tracker.summary()["failures"] == 1
     assert tracker.summary()["attempts"] == 4
+
+
+@pytest.mark.parametrize(
+    ("cwd", "release"),
+    [
+        ("/srv/gunicorn/shop/releases/2.4.1", "2.4.1"),
+        ("/srv/gunicorn/shop/releases/2.4.1/app", "2.4.1"),
+        ("/srv/gunicorn/shop/current", None),
+        ("/srv/gunicorn/shop/releases", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_release_name_from_the_master_working_directory(cwd, release):
+    assert proc.release_name(cwd) == release
