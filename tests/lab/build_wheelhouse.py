@@ -1,7 +1,7 @@
 """Build the wheelhouse that the test hosts (and air-gapped fleets) install from.
 
 It holds the pinned server packages (downloaded from the index), the bundled arbiter, and releases
-of the example apps: good ones (1.0.0, 2.0.0) and drill releases whose local version label says what
+of the example apps: good ones (1.0.0, 2.0.0, 3.0.0) and drill releases whose local version label says what
 they do wrong (3.0.0+importerror, 3.0.0+healtherror, 3.0.0+hangstartup, 3.0.0+slowimport).
 
     build_wheelhouse.py [--out build/wheelhouse]
@@ -10,6 +10,7 @@ they do wrong (3.0.0+importerror, 3.0.0+healtherror, 3.0.0+hangstartup, 3.0.0+sl
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ APPS = {"asgi": REPO / "examples/apps/asgi", "wsgi": REPO / "examples/apps/wsgi"
 RELEASES = {
     "1.0.0": "ok",
     "2.0.0": "ok",
+    "3.0.0": "ok",
     "3.0.0+importerror": "import-error",
     "3.0.0+healtherror": "health-error",
     "3.0.0+hangstartup": "hang-startup",
@@ -49,6 +51,13 @@ def build_release(kind: str, version: str, behaviour: str, out: Path) -> None:
         pip("wheel", "--no-deps", "-w", str(out), str(src))
 
 
+def source_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "build/wheelhouse")
@@ -72,6 +81,12 @@ def main() -> int:
         old.unlink()  # always rebuilt: it changes with the collection
     pip("wheel", "--no-deps", "-w", str(out), str(REPO / "arbiter"))
     for kind in APPS:
+        # Releases are rebuilt when the example app's source changed since they were built.
+        stamp = out / f".graceful_demo_{kind}.source"
+        if not stamp.exists() or stamp.read_text() != source_digest(APPS[kind]):
+            for old in out.glob(f"graceful_demo_{kind}-*.whl"):
+                old.unlink()
+            stamp.write_text(source_digest(APPS[kind]))
         for version, behaviour in RELEASES.items():
             build_release(kind, version, behaviour, out)
     print(out)

@@ -11,6 +11,9 @@ __version__ = "1.0.0"
 BEHAVIOUR = os.environ.get("DEMO_BEHAVIOUR", "ok")
 
 URL_PREFIX = os.environ.get("DEMO_URL_PREFIX", "").rstrip("/")
+# Releases that fail to import on this host only (a comma-separated list), for drills on one host of a fleet.
+if __version__ in os.environ.get("DEMO_BROKEN_VERSIONS", "").split(","):
+    raise RuntimeError(f"graceful-demo-asgi {__version__}: import fails on this host (DEMO_BROKEN_VERSIONS)")
 
 if BEHAVIOUR == "import-error":
     raise RuntimeError(f"graceful-demo-asgi {__version__}: import fails on purpose (BEHAVIOUR=import-error)")
