@@ -21,7 +21,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help deps venv collection wheelhouse lint ruff yamllint ansible-lint sanity unit integration \
-        molecule test demo lab-down build clean
+        molecule test demo rollout-proof lab-down build clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -86,9 +86,12 @@ test: deps venv lint unit integration molecule
 
 demo: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
-	$(BIN)/python tests/lab/lab.py run --name demo --hosts 3 -- \
-	  $(BIN)/ansible-playbook -i $(CURDIR)/.lab/demo/inventory.yml tests/demo/demo.yml \
-	  -e @tests/demo/vars.yml -e gunicorn_wheelhouse=$(WHEELHOUSE)
+	$(BIN)/python tests/lab/lab.py run --name demo --hosts 3 -- $(BIN)/python tests/demo/rollout.py demo
+
+# The rolling-upgrade proof: v1 to v2 under load, a v3 that breaks on one host, a rollback to v1.
+rollout-proof: deps venv collection wheelhouse
+	$(BIN)/python tests/lab/lab.py rootfs
+	$(BIN)/python tests/lab/lab.py run --name proof --hosts 3 -- $(BIN)/python tests/demo/rollout.py proof
 
 lab-down:
 	$(BIN)/python tests/lab/lab.py down --name demo

@@ -68,6 +68,32 @@ def _connect(parts, timeout: float) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
 
 
+KEEPALIVE_RACES = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def _exchange(conn, path: str, keepalive: bool, record: dict):
+    """One request and response; returns the connection to reuse, or None."""
+    conn.request("GET", path, headers={} if keepalive else {"Connection": "close"})
+    response = conn.getresponse()
+    body = response.read()
+    record["status"] = response.status
+    try:
+        payload = json.loads(body)
+        record["version"] = payload.get("version")
+        record["pid"] = payload.get("pid")
+    except ValueError:
+        pass
+    if not keepalive or response.will_close:
+        conn.close()
+        return None
+    return conn
+
+
+def _failed(record: dict, exc: BaseException) -> None:
+    record["status"] = 0
+    record["error"] = type(exc).__name__
+
+
 def worker(
     url: str,
     keepalive: bool,
@@ -97,29 +123,27 @@ def worker(
                 stop.set()
                 break
             budget[0] -= 1
-        if conn is None:
-            conn = _connect(parts, timeout)
         started = time.time()
         record = {"t": started, "target": target}
+        reused = conn is not None
+        conn = conn or _connect(parts, timeout)
         try:
-            conn.request("GET", path, headers={} if keepalive else {"Connection": "close"})
-            response = conn.getresponse()
-            body = response.read()
-            record["status"] = response.status
-            try:
-                payload = json.loads(body)
-                record["version"] = payload.get("version")
-                record["pid"] = payload.get("pid")
-            except ValueError:
-                pass
-            if not keepalive or response.will_close:
-                conn.close()
-                conn = None
+            conn = _exchange(conn, path, keepalive, record)
         except (OSError, http.client.HTTPException) as exc:
-            record["status"] = 0
-            record["error"] = type(exc).__name__
             conn.close()
             conn = None
+            if reused and isinstance(exc, KEEPALIVE_RACES):
+                # The server closed a kept-alive connection as this request went out: clients retry
+                # that once on a new connection (urllib3 and browsers do for idempotent requests).
+                record["retried"] = type(exc).__name__
+                fresh = _connect(parts, timeout)
+                try:
+                    conn = _exchange(fresh, path, keepalive, record)
+                except (OSError, http.client.HTTPException) as retry_exc:
+                    fresh.close()
+                    _failed(record, retry_exc)
+            else:
+                _failed(record, exc)
         record["ms"] = round((time.time() - started) * 1000, 2)
         recorder.add(record)
     if conn is not None:
@@ -210,6 +234,7 @@ def summarise(records: list[dict], during: tuple[float, float] | None) -> dict:
             key = r.get("error") or f"HTTP {r['status']}"
             errors[key] = errors.get(key, 0) + 1
     summary["errors"] = errors
+    summary["keepalive_retries"] = sum(1 for r in records if r.get("retried"))
     return summary
 
 
@@ -217,7 +242,10 @@ def format_report(summary: dict, origin: float) -> str:
     def ms(value):
         return "-" if value is None else f"{value:.1f}"
 
-    lines = [f"requests sent: {summary['sent']}   failed: {summary['failed']}"]
+    lines = [
+        f"requests sent: {summary['sent']}   failed: {summary['failed']}"
+        f"   (kept-alive connections closed under a request and retried once: {summary['keepalive_retries']})"
+    ]
     if summary["errors"]:
         lines.append("errors: " + ", ".join(f"{k} x{v}" for k, v in sorted(summary["errors"].items())))
     lines.append(f"{'window':<8} {'requests':>9} {'failed':>7} {'p50 ms':>8} {'p99 ms':>8}")

@@ -68,3 +68,58 @@ def test_non_loopback_target_without_a_bridge_is_refused():
 
 def test_loopback_target_needs_no_bridge():
     loadgen.check_route("127.0.0.1", None)
+
+
+def test_retried_requests_count_apart_and_only_their_outcome_counts():
+    records = [rec(1), dict(rec(2), retried="RemoteDisconnected"), dict(rec(3, status=0, error="OSError"), retried="x")]
+    s = loadgen.summarise(records, None)
+    assert s["keepalive_retries"] == 2
+    assert s["failed"] == 1
+
+
+def test_a_server_closing_kept_alive_connections_is_retried_once_not_failed(tmp_path):
+    """A real server on loopback that closes every kept-alive connection after one response."""
+    import http.server
+    import threading
+
+    class CloseAfterOne(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = b'{"version": "1.0.0"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()  # no "Connection: close": the client will reuse the connection
+            self.wfile.write(body)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CloseAfterOne)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        out = tmp_path / "load.jsonl"
+        loadgen.main(
+            [
+                "run",
+                "--url",
+                f"http://127.0.0.1:{server.server_port}/",
+                "--out",
+                str(out),
+                "--connections",
+                "1",
+                "--max-requests",
+                "20",
+                "--seconds",
+                "10",
+            ]
+        )
+        s = loadgen.summarise(loadgen.load_records(out), None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert s["sent"] == 20
+    assert s["failed"] == 0
+    assert s["keepalive_retries"] >= 1

@@ -1,0 +1,274 @@
+"""Rolling upgrades of the example ASGI app on the lab's hosts, under a bounded load, with a report.
+
+    rollout.py demo  --inventory INV   v1 deployed, then upgraded to v2 host by host under load;
+                                        prints the load report and the fleet's status, draws the chart
+    rollout.py proof --inventory INV   the same, then a v3 that fails to import on the second host
+                                        only (it rolls back, the rollout stops, the third host stays),
+                                        then a rollback of the fleet to v1; asserts each outcome
+
+Run inside `tests/lab/lab.py run` (or molecule), which boots the hosts; the load goes only to their
+addresses, after checking each route goes through the lab's bridge (LAB_BRIDGE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOADGEN = REPO / "tests" / "load" / "loadgen.py"
+DEMO_VARS = REPO / "tests" / "demo" / "vars.yml"
+BIN = Path(sys.executable).parent
+INSTANCE = "demo"
+PORT = 8000
+
+
+class StepFailed(AssertionError):
+    pass
+
+
+def say(text: str) -> None:
+    print(f"\n=== {text}", flush=True)
+
+
+class Fleet:
+    def __init__(self, inventory: Path, out: Path, wheelhouse: Path, bridge: str | None):
+        self.inventory = inventory
+        self.out = out
+        self.wheelhouse = wheelhouse
+        self.bridge = bridge
+        listing = json.loads(
+            subprocess.run(
+                [BIN / "ansible-inventory", "-i", str(inventory), "--list"], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        hostvars = listing["_meta"]["hostvars"]
+        self.hosts = {name: hostvars[name].get("ansible_host", name) for name in sorted(hostvars)}
+
+    def playbook(self, name: str, *extra: str, expect_failure: bool = False) -> subprocess.CompletedProcess:
+        cmd = [
+            str(BIN / "ansible-playbook"), "-i", str(self.inventory), f"graceful.gunicorn.{name}",
+            "-e", f"@{DEMO_VARS}", "-e", f"gunicorn_wheelhouse={self.wheelhouse}", *extra,
+        ]  # fmt: skip
+        print("$ " + " ".join(cmd), flush=True)
+        log = self.out / f"{name}-{int(time.time())}.log"
+        with log.open("w") as handle:
+            result = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False)
+        tail = log.read_text().splitlines()[-25:]
+        if (result.returncode != 0) != expect_failure:
+            print("\n".join(tail))
+            raise StepFailed(f"ansible-playbook {name} exited {result.returncode} (log: {log})")
+        print("\n".join(line for line in tail if line.strip()), flush=True)
+        return result
+
+    def info(self) -> dict:
+        """gunicorn_info on every host: {host: result}."""
+        env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+        out = subprocess.run(
+            [str(BIN / "ansible"), "-i", str(self.inventory), "gunicorn_hosts", "-m", "graceful.gunicorn.gunicorn_info",
+             "-a", f"instance={INSTANCE}"],
+            env=env, capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        plays = json.loads(out)["plays"]
+        return {host: result for host, result in plays[0]["tasks"][0]["hosts"].items()}
+
+    def served(self) -> dict:
+        versions = {}
+        for name, address in self.hosts.items():
+            with urllib.request.urlopen(f"http://{address}:{PORT}/version", timeout=5) as response:
+                versions[name] = json.load(response)["version"]
+        return versions
+
+    def load(self, label: str, seconds: float) -> Load:
+        return Load(self, label, seconds)
+
+
+class Load:
+    """loadgen.py in the background against every host, stopped by a stop file, bounded in time."""
+
+    def __init__(self, fleet: Fleet, label: str, seconds: float):
+        self.fleet = fleet
+        self.records = fleet.out / f"load-{label}.jsonl"
+        self.marks = fleet.out / f"marks-{label}.json"
+        self.stop_file = fleet.out / f"stop-{label}"
+        self.seconds = seconds
+        self.proc = None
+        self.during = None
+
+    def __enter__(self) -> Load:
+        self.stop_file.unlink(missing_ok=True)
+        urls = []
+        for address in self.fleet.hosts.values():
+            urls += ["--url", f"http://{address}:{PORT}/version"]
+        cmd = [sys.executable, str(LOADGEN), "run", *urls, "--out", str(self.records), "--connections", "2",
+               "--rate", "40", "--seconds", str(self.seconds), "--stop-file", str(self.stop_file)]  # fmt: skip
+        if self.fleet.bridge:
+            cmd += ["--bridge", self.fleet.bridge]
+        self.proc = subprocess.Popen(cmd)
+        time.sleep(3)  # a baseline before the action
+        return self
+
+    def action(self) -> _Window:
+        return _Window(self)
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            time.sleep(3)  # and after it
+            self.stop_file.touch()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                self.proc.wait(timeout=10)
+        self.marks.write_text(json.dumps({"during": self.during}))
+
+    def report(self, chart: Path | None = None) -> dict:
+        summary_file = self.fleet.out / f"{self.records.stem}-summary.json"
+        cmd = [sys.executable, str(LOADGEN), "report", str(self.records), "--marks", str(self.marks),
+               "--json", str(summary_file)]  # fmt: skip
+        if chart:
+            cmd += ["--chart", str(chart)]
+        subprocess.run(cmd, check=True)
+        return json.loads(summary_file.read_text())
+
+
+class _Window:
+    def __init__(self, load: Load):
+        self.load = load
+
+    def __enter__(self):
+        self.start = time.time()
+
+    def __exit__(self, *exc):
+        self.load.during = [self.start, time.time()]
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise StepFailed(message)
+    print(f"  ok: {message}")
+
+
+def release_vars(release: str) -> list[str]:
+    pinned = {"gunicorn_release": release, "gunicorn_app_packages": [f"graceful-demo-asgi=={release}"]}
+    return ["-e", json.dumps(pinned)]
+
+
+def deploy_v1(fleet: Fleet) -> None:
+    say("deploy release 1.0.0 to every host")
+    fleet.playbook("deploy", *release_vars("1.0.0"))
+    check(set(fleet.served().values()) == {"1.0.0"}, "every host serves 1.0.0")
+
+
+def upgrade(fleet: Fleet, release: str, label: str, *, expect_failure=False, chart=None, playbook="upgrade"):
+    summary_path = fleet.out / f"summary-{label}.json"
+    before = fleet.info()
+    with fleet.load(label, seconds=600) as load, load.action():
+        extra = ["-e", f"gunicorn_summary_file={summary_path}", "-e", "gunicorn_bake_seconds=3"]
+        if playbook == "upgrade":
+            extra += release_vars(release)
+        else:
+            extra += ["-e", f"gunicorn_rollback_release={release}"]
+        fleet.playbook(playbook, *extra, expect_failure=expect_failure)
+    say(f"load during the {label}")
+    report = load.report(chart)
+    after = fleet.info()
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    return before, after, report, summary
+
+
+def masters(info: dict) -> dict:
+    return {host: r.get("master", {}).get("pid") for host, r in info.items()}
+
+
+def check_units(info: dict) -> None:
+    for host, r in info.items():
+        unit = r.get("unit") or {}
+        check(unit.get("active_state") == "active", f"{host}: unit active")
+        check(unit.get("main_pid") == r["master"]["pid"], f"{host}: MainPID {unit.get('main_pid')} is the master")
+
+
+def demo(fleet: Fleet) -> None:
+    deploy_v1(fleet)
+    say("rolling upgrade to 2.0.0, one host at a time, under load")
+    chart = fleet.out / "latency.png"
+    _before, after, report, _summary = upgrade(fleet, "2.0.0", "upgrade-2.0.0", chart=chart)
+    say("fleet status")
+    fleet.playbook("status")
+    print(f"\nlatency chart: {chart}\nrequests: {report['sent']}, failed: {report['failed']}")
+    if report["failed"] or set(fleet.served().values()) != {"2.0.0"}:
+        raise StepFailed("the demo's upgrade failed requests or left a host behind")
+    del after
+
+
+def break_release_on(fleet: Fleet, host: str, release: str) -> None:
+    """Make `release` fail to import on one host only, through that host's environment (host_vars)."""
+    host_vars = fleet.inventory.parent / "host_vars"
+    host_vars.mkdir(exist_ok=True)
+    (host_vars / f"{host}.yml").write_text(f"gunicorn_environment:\n  DEMO_BROKEN_VERSIONS: '{release}'\n")
+
+
+def proof(fleet: Fleet) -> None:
+    names = list(fleet.hosts)
+    break_release_on(fleet, names[1], "3.0.0")
+    deploy_v1(fleet)
+
+    say("upgrade to 2.0.0 one host per batch under load: no request fails")
+    before, after, report, summary = upgrade(fleet, "2.0.0", "upgrade-2.0.0", chart=fleet.out / "latency-2.0.0.png")
+    check(report["failed"] == 0, f"0 of {report['sent']} requests failed")
+    check(set(fleet.served().values()) == {"2.0.0"}, "every host serves 2.0.0")
+    check(all(masters(before)[h] != masters(after)[h] for h in names), "every master PID changed")
+    check_units(after)
+    check(summary["ok"] and {h["status"] for h in summary["hosts"].values()} == {"upgraded"}, "summary: all upgraded")
+
+    say("upgrade to 3.0.0, which fails to import on the second host only: it rolls back and the rollout stops")
+    before, after, report, summary = upgrade(fleet, "3.0.0", "upgrade-3.0.0", expect_failure=True)
+    first, second, third = names[:3]
+    check(report["failed"] == 0, f"0 of {report['sent']} requests failed")
+    served = fleet.served()
+    check(served == {first: "3.0.0", second: "2.0.0", third: "2.0.0"}, f"served releases {served}")
+    check(masters(before)[second] == masters(after)[second], f"{second} kept its master")
+    check(masters(before)[third] == masters(after)[third], f"{third} was not touched")
+    check_units(after)
+    hosts = summary["hosts"]
+    check(hosts[second]["status"] == "rolled_back" and hosts[second].get("failed_phase"), f"summary: {hosts[second]}")
+    check(hosts[third]["status"] in ("untouched", "skipped"), f"summary: {third} {hosts[third]['status']}")
+    check(not summary["ok"], "summary: the rollout failed")
+
+    say("rollback of the fleet to 1.0.0 under load")
+    before, after, report, summary = upgrade(fleet, "1.0.0", "rollback-1.0.0", playbook="rollback")
+    check(report["failed"] == 0, f"0 of {report['sent']} requests failed")
+    check(set(fleet.served().values()) == {"1.0.0"}, "every host serves 1.0.0")
+    check_units(after)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", choices=["demo", "proof"])
+    parser.add_argument("--inventory", type=Path, default=os.environ.get("LAB_INVENTORY"))
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "demo")
+    parser.add_argument("--wheelhouse", type=Path, default=REPO / "build" / "wheelhouse")
+    parser.add_argument("--bridge", default=os.environ.get("LAB_BRIDGE"))
+    args = parser.parse_args()
+    if not args.inventory:
+        parser.error("--inventory (or LAB_INVENTORY) is required")
+    args.out.mkdir(parents=True, exist_ok=True)
+    fleet = Fleet(args.inventory, args.out, args.wheelhouse, args.bridge)
+    subprocess.run([sys.executable, str(REPO / "tests/lab/lab.py"), "check-route", *fleet.hosts.values()], check=True)
+    try:
+        (demo if args.scenario == "demo" else proof)(fleet)
+    except StepFailed as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{args.scenario}: all steps passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
