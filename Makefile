@@ -80,7 +80,8 @@ integration: venv collection
 
 molecule: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
-	cd $(CURDIR) && $(BIN)/molecule test -s default
+	$(BIN)/molecule test -s default
+	$(BIN)/molecule test -s rollout
 
 test: deps venv lint unit integration molecule
 
