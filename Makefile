@@ -75,8 +75,9 @@ lint: ruff yamllint ansible-lint sanity
 unit: venv collection
 	$(BIN)/pytest -q tests/unit arbiter/tests/unit
 
-integration: venv collection
-	$(BIN)/pytest -q tests/integration arbiter/tests/integration
+integration: deps venv collection wheelhouse
+	$(BIN)/python tests/lab/lab.py rootfs
+	$(BIN)/pytest -q tests/integration arbiter/tests/integration arbiter/tests/systemd
 
 molecule: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
