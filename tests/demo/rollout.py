@@ -76,7 +76,7 @@ class Fleet:
             env=env, capture_output=True, text=True, check=False,
         ).stdout  # fmt: skip
         plays = json.loads(out)["plays"]
-        return {host: result for host, result in plays[0]["tasks"][0]["hosts"].items()}
+        return dict(plays[0]["tasks"][0]["hosts"])
 
     def served(self) -> dict:
         versions = {}

@@ -113,9 +113,14 @@ class Lab:
         self.name = name
         self.state = STATE_ROOT / name
         self.bridge = f"gg{name}"[:15]
-        octet = 200 + (sum(name.encode()) % 50)
-        self.net = ipaddress.ip_network(f"10.213.{octet}.0/24")
-        self.gateway = self.net.network_address + 1
+        # The lab's /24 is chosen when it boots (the first free one from a start its name picks) and
+        # recorded in its state, so labs with other names can run side by side.
+        self.preferred_octet = 200 + (sum(name.encode()) % 50)
+        self.net = ipaddress.ip_network(self.load().get("network") or f"10.213.{self.preferred_octet}.0/24")
+
+    @property
+    def gateway(self):
+        return self.net.network_address + 1
 
     def host_addr(self, index: int) -> str:
         return str(self.net.network_address + 10 + index)
@@ -138,6 +143,7 @@ class Lab:
         if self.meta_path.exists():
             sys.exit(f"lab: {self.name} is already up (state in {self.state}); run 'lab.py down' first")
         self.state.mkdir(parents=True, exist_ok=True)
+        self.net = self._free_network()
         meta = {"hosts": [], "bridge": None, "network": str(self.net)}
         self.save(meta)
         try:
@@ -155,11 +161,17 @@ class Lab:
             raise
         log(f"{count} hosts up: " + ", ".join(h["address"] for h in meta["hosts"]))
 
+    def _free_network(self) -> ipaddress.IPv4Network:
+        """The first 10.213.N.0/24 (N from 200 to 249, starting where the name points) with no route yet."""
+        routes = json.loads(sh("ip", "-j", "route", "show", capture_output=True).stdout or "[]")
+        taken = [ipaddress.ip_network(r["dst"], strict=False) for r in routes if r.get("dst") not in (None, "default")]
+        for step in range(50):
+            net = ipaddress.ip_network(f"10.213.{200 + (self.preferred_octet - 200 + step) % 50}.0/24")
+            if not any(net.overlaps(other) for other in taken):
+                return net
+        sys.exit("lab: no free 10.213.200-249.0/24 network left; take down other labs first")
+
     def _make_bridge(self, meta: dict) -> None:
-        existing = sh("ip", "-j", "route", "show", "to", "match", str(self.gateway), capture_output=True).stdout
-        for route in json.loads(existing or "[]"):
-            if route.get("dst") not in ("default", None) and route.get("dev") != self.bridge:
-                sys.exit(f"lab: {self.net} is already routed via {route.get('dev')}; pick another lab name")
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         meta["bridge"] = self.bridge
         self.save(meta)
@@ -350,7 +362,7 @@ def main() -> int:
     parser.add_argument("addresses", nargs="*", help="for check-route")
     argv = sys.argv[1:]
     rest = argv[argv.index("--") + 1 :] if "--" in argv else []
-    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    args = parser.parse_intermixed_args(argv[: argv.index("--")] if "--" in argv else argv)
     if os.geteuid() != 0:
         sys.exit("lab: must run as root (mounts, bridges and containers)")
     lab = Lab(args.name)
