@@ -69,14 +69,13 @@ class Fleet:
 
     def info(self) -> dict:
         """gunicorn_info on every host: {host: result}."""
-        env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
-        out = subprocess.run(
+        tree = self.out / f"info-{time.monotonic_ns()}"
+        subprocess.run(
             [str(BIN / "ansible"), "-i", str(self.inventory), "gunicorn_hosts", "-m", "graceful.gunicorn.gunicorn_info",
-             "-a", f"instance={INSTANCE}"],
-            env=env, capture_output=True, text=True, check=False,
-        ).stdout  # fmt: skip
-        plays = json.loads(out)["plays"]
-        return dict(plays[0]["tasks"][0]["hosts"])
+             "-a", f"instance={INSTANCE}", "--tree", str(tree)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return {host: json.loads((tree / host).read_text()) for host in self.hosts if (tree / host).exists()}
 
     def served(self) -> dict:
         versions = {}
