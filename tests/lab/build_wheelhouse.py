@@ -2,7 +2,9 @@
 
 It holds the pinned server packages (downloaded from the index), the bundled arbiter, and releases
 of the example apps: good ones (1.0.0, 2.0.0, 3.0.0) and drill releases whose local version label says what
-they do wrong (3.0.0+importerror, 3.0.0+healtherror, 3.0.0+hangstartup, 3.0.0+slowimport).
+they do wrong (9.0.0+importerror, 9.0.0+healtherror, 9.0.0+hangstartup, 9.0.0+slowimport). Drills
+share no public version with a good release: `==3.0.0` would also match `3.0.0+importerror` (PEP 440
+ignores the local label of a candidate when the pin has none) and pip would pick the drill.
 
     build_wheelhouse.py [--out build/wheelhouse]
 """
@@ -24,10 +26,10 @@ RELEASES = {
     "1.0.0": "ok",
     "2.0.0": "ok",
     "3.0.0": "ok",
-    "3.0.0+importerror": "import-error",
-    "3.0.0+healtherror": "health-error",
-    "3.0.0+hangstartup": "hang-startup",
-    "3.0.0+slowimport": "slow-import",
+    "9.0.0+importerror": "import-error",
+    "9.0.0+healtherror": "health-error",
+    "9.0.0+hangstartup": "hang-startup",
+    "9.0.0+slowimport": "slow-import",
 }
 
 
