@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_health as health
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_proc as proc
 
 
@@ -126,6 +127,24 @@ def apply_manifest(params, manifest):
 def load_params(params):
     """The module's options completed from the instance manifest (see apply_manifest)."""
     return apply_manifest(params, read_manifest(manifest_path(params)))
+
+
+def checked_options(module, extra_checks=None):
+    """The module's options, completed from the instance manifest, and its health probe (or None).
+
+    Fails the module, before any signal is sent, listing every problem: the common options', those
+    `extra_checks(params)` returns, and a health target that cannot work.
+    """
+    params = load_params(module.params)
+    problems = validate_params(params) + list(extra_checks(params) if extra_checks else [])
+    try:
+        probe = health.build_probe(params)
+    except ValueError as exc:
+        problems.append(str(exc))
+        probe = None
+    if problems:
+        module.fail_json(msg="invalid options: %s" % "; ".join(problems), changed=False)
+    return params, probe
 
 
 def validate_params(params):

@@ -126,15 +126,7 @@ def preflight(module, problems):
 
     Returns dict(target, probe, pid, unit, notes, before, flavour, status, phases).
     """
-    params = common.load_params(module.params)
-    problems = common.validate_params(params) + list(problems)
-    try:
-        probe = health.build_probe(params)
-    except ValueError as exc:
-        problems.append(str(exc))
-        probe = None
-    if problems:
-        module.fail_json(msg="invalid options: %s" % "; ".join(problems), changed=False)
+    params, probe = common.checked_options(module, lambda _params: problems)
     target = common.resolve_target(params)
     phases = common.Phases()
     phases.start("preflight")

@@ -176,17 +176,9 @@ def main():
         required_one_of=common.COMMON_REQUIRED_ONE_OF,
         supports_check_mode=True,
     )
-    params = common.load_params(module.params)
-    problems = common.validate_params(params)
-    try:
-        probe = health.build_probe(params)
-    except ValueError as exc:
-        problems.append(str(exc))
-        probe = None
-    if params["check_health"] and probe is None and not problems:
-        problems.append("check_health needs health_url or health_socket")
-    if problems:
-        module.fail_json(msg="invalid options: %s" % "; ".join(problems))
+    params, probe = common.checked_options(module)
+    if params["check_health"] and probe is None:
+        module.fail_json(msg="invalid options: check_health needs health_url or health_socket", changed=False)
     target = common.resolve_target(params)
     try:
         result = gather(target, params)

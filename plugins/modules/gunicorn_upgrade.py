@@ -557,6 +557,16 @@ def remove_stale_second_pidfile(pidfile):
     return "removed stale %s (PID %s is gone)" % (path, pid)
 
 
+def upgrade_option_problems(params):
+    problems = []
+    for key in ("bake_seconds", "health_interval", "spawn_timeout"):
+        if params[key] < 0 or (key != "bake_seconds" and params[key] == 0):
+            problems.append("%s must be positive" % key)
+    if params["health_max_failures"] < 1:
+        problems.append("health_max_failures must be at least 1")
+    return problems
+
+
 def main():
     argument_spec = common.common_argument_spec()
     argument_spec.update(
@@ -575,20 +585,7 @@ def main():
         required_one_of=common.COMMON_REQUIRED_ONE_OF,
         supports_check_mode=True,
     )
-    params = common.load_params(module.params)
-    problems = common.validate_params(params)
-    for key in ("bake_seconds", "health_interval", "spawn_timeout"):
-        if params[key] < 0 or (key != "bake_seconds" and params[key] == 0):
-            problems.append("%s must be positive" % key)
-    if params["health_max_failures"] < 1:
-        problems.append("health_max_failures must be at least 1")
-    try:
-        probe = health.build_probe(params)
-    except ValueError as exc:
-        problems.append(str(exc))
-        probe = None
-    if problems:
-        module.fail_json(msg="invalid options: %s" % "; ".join(problems))
+    params, probe = common.checked_options(module, upgrade_option_problems)
 
     target = common.resolve_target(params)
     phases = common.Phases()
