@@ -283,11 +283,26 @@ def draw_chart(records: list[dict], during, path: Path, origin: float) -> None:
         ax.scatter(xs, ys, s=18, marker="x", color="red", label=f"failed ({len(failed)})")
     if during:
         ax.axvspan(during[0] - origin, during[1] - origin, color="orange", alpha=0.12, label="rolling upgrade")
+    # Where each host first served a release it did not serve when the load started.
+    for target, versions in sorted(summarise(records, None)["timeline"].items()):
+        switches = sorted(versions.items(), key=lambda kv: kv[1]["first"])[1:]
+        for version, seen in switches:
+            ax.axvline(seen["first"] - origin, color="grey", linestyle="--", linewidth=0.8)
+            ax.annotate(
+                f"{target.split(':')[0]} -> {version}",
+                (seen["first"] - origin, 1),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize=7,
+                color="dimgrey",
+            )
     ax.set_yscale("log")
     ax.set_xlabel("seconds since the load started")
     ax.set_ylabel("latency (ms, log scale)")
     ax.set_title("Request latency during a rolling upgrade")
-    ax.legend(loc="upper right", markerscale=4, fontsize=8)
+    ax.legend(loc="lower right", markerscale=4, fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
