@@ -176,6 +176,10 @@ def refresh_ids(status):
     return max(ids or [0])
 
 
+# Seconds the arbiter's channel may stay silent before the reload is judged by /proc alone.
+CHANNEL_SILENCE = 5.0
+
+
 def hup_refresh(status, after_id):
     """The arbiter's refresh started by a HUP after refresh `after_id`, or None."""
     refresh = (status or {}).get("refresh") or {}
@@ -256,20 +260,26 @@ def main():
     run.enter("hup")
     workers = []
     describe = ""
+    channel_lost_since = None
     while True:
         alive, workers, now_status = recycle.observe(pid, target, params, use_channel)
         expected = params["workers"] or ((now_status or {}).get("config") or {}).get("workers") or len(old_pids)
         state.update(
-            master_alive=alive,
-            workers=workers,
-            expected_workers=expected,
-            deadline_passed=run.deadline_passed(),
-            reload=since((now_status or {}).get("last_reload"), hup_at - 0.5),
-            refresh=hup_refresh(now_status, before_refresh),
-            boot_failure=(since((now_status or {}).get("last_boot_failure"), hup_at - 0.5) or {}).get("reason"),
+            master_alive=alive, workers=workers, expected_workers=expected, deadline_passed=run.deadline_passed()
         )
-        if use_channel and now_status is None and alive:
-            state["channel"] = False  # the channel went away: judge by /proc
+        if now_status is not None:
+            channel_lost_since = None
+            state.update(
+                reload=since(now_status.get("last_reload"), hup_at - 0.5),
+                refresh=hup_refresh(now_status, before_refresh),
+                boot_failure=(since(now_status.get("last_boot_failure"), hup_at - 0.5) or {}).get("reason"),
+            )
+        elif use_channel and alive:
+            # The arbiter's socket closes and reopens around each fork and may miss a busy poll: keep what it
+            # said last, and judge by /proc only once it has stayed silent.
+            channel_lost_since = channel_lost_since or time.time()
+            if time.time() - channel_lost_since > CHANNEL_SILENCE:
+                state["channel"] = False
         if state["refresh"]:
             result["refresh"] = state["refresh"]
         if now_status is not None:

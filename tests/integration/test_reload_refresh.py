@@ -1,6 +1,7 @@
 """gunicorn_reload and gunicorn_refresh against real masters on 127.0.0.1 under load."""
 
 import os
+import time
 
 import pytest
 
@@ -131,7 +132,12 @@ def test_bad_code_hup_keeps_the_old_generation_with_the_arbiter(make_site, load,
     assert result["refresh"]["outcome"] == "failed"
     assert result["last_boot_failure"]["reason"]
     assert result["changed"] is True
-    assert sorted(result["new_workers"]) == sorted(result["old_workers"])
+    # Every old worker still serves; a failed new worker may not have been reaped yet when the module looked.
+    assert set(result["old_workers"]) <= set(result["new_workers"])
+    deadline = time.monotonic() + 10
+    while sorted(site_children(site)) != sorted(result["old_workers"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sorted(site_children(site)) == sorted(result["old_workers"])
     assert traffic.failures == []
     assert site.master_pid() == master
     assert site.version() == "1.0.0"
