@@ -255,6 +255,9 @@ def main():
         "old_pids": old_pids,
         "health_configured": run.probe is not None,
         "sent": set(),
+        "reload": None,
+        "refresh": None,
+        "boot_failure": None,
     }
     hup_at = time.time()
     run.enter("hup")
