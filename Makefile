@@ -81,8 +81,10 @@ integration: deps venv collection wheelhouse
 
 molecule: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
-	$(BIN)/molecule test -s default
-	$(BIN)/molecule test -s rollout
+	@# Each scenario tears its hosts down; the lab.py calls after them are the safety net, on failure too.
+	status=0; $(BIN)/molecule test -s default && $(BIN)/molecule test -s rollout || status=$$?; \
+	  $(BIN)/python tests/lab/lab.py down --name mol; $(BIN)/python tests/lab/lab.py down --name rollout; \
+	  exit $$status
 
 test: deps venv lint unit integration molecule
 
