@@ -4,6 +4,7 @@ follows the new master, no request fails, and reload and stop reach the new mast
 Boots its own systemd-nspawn test host with tests/lab/lab.py and always tears it down.
 """
 
+import importlib.util
 import os
 import re
 import shutil
@@ -18,6 +19,10 @@ from ..integration.harness import Load
 
 ROOT = Path(__file__).resolve().parents[3]
 LAB = ROOT / "tests/lab/lab.py"
+# The lab's own SSH command line (key, no host-key prompts, batch mode), rather than a copy of it.
+_lab_spec = importlib.util.spec_from_file_location("lab", LAB)
+lab = importlib.util.module_from_spec(_lab_spec)
+_lab_spec.loader.exec_module(lab)
 WHEELHOUSE = ROOT / "build/wheelhouse"
 
 pytestmark = [
@@ -66,21 +71,7 @@ class Host:
 
     def ssh(self, command: str, check: bool = True, input: str | None = None) -> str:
         result = subprocess.run(
-            [
-                "ssh",
-                "-i",
-                str(self.key),
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "BatchMode=yes",
-                f"root@{self.address}",
-                command,
-            ],
+            [*lab.ssh_cmd(self.key, self.address), command],
             input=input,
             capture_output=True,
             text=True,
