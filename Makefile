@@ -34,10 +34,14 @@ $(VENV)/.installed: tests/requirements-controller.txt arbiter/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r tests/requirements-controller.txt
-	$(BIN)/pip install -q ./arbiter
 	touch $@
 
-venv: $(VENV)/.installed
+# The arbiter is installed, not linked: the masters the tests start run it from the venv.
+$(VENV)/.arbiter: $(VENV)/.installed arbiter/pyproject.toml $(shell find arbiter/src arbiter/build_backend -name '*.py')
+	$(BIN)/pip install -q --no-deps --force-reinstall ./arbiter
+	touch $@
+
+venv: $(VENV)/.installed $(VENV)/.arbiter
 
 collection: ## make the checkout visible to Ansible as graceful.gunicorn
 	@mkdir -p $(dir $(COLLECTION_LINK))

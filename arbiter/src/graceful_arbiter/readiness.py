@@ -23,6 +23,8 @@ import os
 import sys
 from urllib.parse import urlsplit
 
+from graceful_arbiter import drain as _drain
+
 WORKER_BOOT_ERROR = 3
 
 # Write end of the master's readiness pipe, set in the master before it forks workers.
@@ -167,13 +169,16 @@ async def call_asgi(app, path: str, host: str, state: dict | None, timeout: floa
 class AsgiReadinessGate:
     """ASGI app wrapper that holds `lifespan.startup.complete` back until the health call passed."""
 
-    def __init__(self, app, path: str | None, host: str, timeout: float):
+    def __init__(self, app, path: str | None, host: str, timeout: float, drain: _drain.Drain | None = None):
         self.app = app
         self.path = path
         self.host = host
         self.timeout = timeout
         self.reported = False
         self._lifespan_seen = False
+        # When set, responses starting once the worker drains say `Connection: close` (drain.py).
+        self.drain = drain
+        self.on_ready = None  # called in the worker's loop once the worker is ready
 
     async def check(self, state: dict | None) -> tuple[bool, str]:
         if not self.path:
@@ -183,6 +188,8 @@ class AsgiReadinessGate:
     def _report(self, ok: bool, detail: str) -> None:
         self.reported = True
         report(ok, detail)
+        if ok and self.on_ready is not None:
+            self.on_ready()
 
     async def check_without_lifespan(self) -> None:
         """For servers that never run lifespan: the worker may already accept, so failing is fatal."""
@@ -196,6 +203,8 @@ class AsgiReadinessGate:
             os._exit(WORKER_BOOT_ERROR)
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.drain is not None:
+            return await self.app(scope, receive, self.drain.closing_send(send))
         if scope["type"] != "lifespan" or self._lifespan_seen:
             return await self.app(scope, receive, send)
         self._lifespan_seen = True
@@ -222,10 +231,16 @@ class AsgiReadinessGate:
 # --- the worker class ------------------------------------------------------------------------
 
 
+def _based_on(worker_class: type, *prefixes: str) -> bool:
+    return any((base.__module__ or "").startswith(prefixes) for base in worker_class.__mro__)
+
+
 def is_asgi_worker(worker_class: type) -> bool:
-    return any(
-        (base.__module__ or "").startswith(("uvicorn", "gunicorn.workers.gasgi")) for base in worker_class.__mro__
-    )
+    return _based_on(worker_class, "uvicorn", "gunicorn.workers.gasgi")
+
+
+def is_uvicorn_worker(worker_class: type) -> bool:
+    return _based_on(worker_class, "uvicorn")
 
 
 class ReadinessMixin:
@@ -237,9 +252,19 @@ class ReadinessMixin:
             return
         # gunicorn's asgi worker serves self.asgi, uvicorn-worker serves self.wsgi.
         attr = "asgi" if hasattr(self, "asgi") else "wsgi"
+        uvicorn = is_uvicorn_worker(type(self))
+        drain = _drain.Drain(_drain.drain_seconds(self.cfg.keepalive, self.cfg.graceful_timeout)) if uvicorn else None
         gate = AsgiReadinessGate(
-            getattr(self, attr), self.cfg.worker_health_path, self.cfg.worker_health_host, self.cfg.worker_boot_timeout
+            getattr(self, attr),
+            self.cfg.worker_health_path,
+            self.cfg.worker_health_host,
+            self.cfg.worker_boot_timeout,
+            drain=drain,
         )
+        if drain is not None:
+            # uvicorn installs its signal handlers just before it starts the app: by the time the
+            # app is ready they are in place, and the drain goes in front of them.
+            gate.on_ready = lambda: _drain.install_uvicorn_drain(drain, self.log)
         setattr(self, attr, gate)
         self.graceful_gate = gate
 
@@ -258,6 +283,34 @@ class ReadinessMixin:
         return super().run()
 
 
+class GunicornAsgiDrainMixin:
+    """For gunicorn's `asgi` worker: SIGTERM drains kept-alive connections first (drain.py)."""
+
+    def init_process(self):
+        from gunicorn.workers import gasgi
+
+        protocol = _drain.draining_asgi_protocol(gasgi.ASGIProtocol)
+        if protocol is not None:
+            # This process only: the worker builds its connections from the module's name.
+            gasgi.ASGIProtocol = protocol
+            self.graceful_drain = _drain.Drain(_drain.drain_seconds(self.cfg.keepalive, self.cfg.graceful_timeout))
+        super().init_process()
+
+    def handle_exit_signal(self):
+        drain = getattr(self, "graceful_drain", None)
+        if drain is None or not drain.start():
+            return super().handle_exit_signal()
+        _drain.stop_accepting(self.loop, getattr(self, "servers", ()))
+        _drain.log_drain_start(self.log, drain, self.nr_conns)
+        drain.task = self.loop.create_task(self._drain_then_exit(drain))
+        return None
+
+    async def _drain_then_exit(self, drain):
+        await drain.wait(lambda: self.nr_conns)
+        _drain.log_drain_over(self.log, drain, self.nr_conns)
+        super().handle_exit_signal()
+
+
 _CLASSES: dict = {}
 
 
@@ -266,9 +319,12 @@ def with_readiness(worker_class: type) -> type:
     if issubclass(worker_class, ReadinessMixin):
         return worker_class
     if worker_class not in _CLASSES:
+        mixins = (ReadinessMixin,)
+        if _based_on(worker_class, "gunicorn.workers.gasgi") and hasattr(worker_class, "handle_exit_signal"):
+            mixins += (GunicornAsgiDrainMixin,)
         _CLASSES[worker_class] = type(
             worker_class.__name__,
-            (ReadinessMixin, worker_class),
+            (*mixins, worker_class),
             {"__module__": worker_class.__module__, "__qualname__": worker_class.__qualname__},
         )
     return _CLASSES[worker_class]

@@ -1,0 +1,206 @@
+"""Retiring an asyncio worker without racing its kept-alive clients.
+
+A client may send its next request on a kept-alive connection at any moment after a response that
+did not say `Connection: close`. A worker that closes such a connection when it is told to stop
+races that request: the client gets a reset or an empty reply. Both ASGI worker classes do so on
+SIGTERM: uvicorn closes every idle connection at once, and gunicorn's `asgi` worker closes a
+connection after a response that had already promised to keep it open.
+
+A retiring worker here drains instead, for at most `drain_seconds()`:
+
+1. it stops accepting (the master and the other workers keep the listening socket);
+2. every response that starts from now on says `Connection: close`, and the connection closes
+   right after it; a response already under way keeps what it announced, so its connection
+   stays open for one more request, which is then answered with `Connection: close`;
+3. idle connections end through the worker's ordinary keep-alive timeout;
+4. once no connection is left, or the drain time is over, the worker's own graceful exit runs.
+
+Only a client idle for longer than the keep-alive timeout can still race a close, exactly as it
+does when that timeout expires on a worker that is not retiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+
+CLOSE_HEADER = (b"connection", b"close")
+POLL_SECONDS = 0.02
+
+
+def drain_seconds(keepalive: float, graceful_timeout: float) -> float:
+    """How long a retiring worker waits for its connections before its own graceful exit.
+
+    Idle connections close within `keepalive` seconds of their last response; a second more
+    covers a response finishing meanwhile. Half the graceful timeout stays for the worker's own
+    shutdown before the master sends SIGKILL.
+    """
+    return max(0.0, min(float(keepalive) + 1.0, float(graceful_timeout) / 2))
+
+
+def with_close_header(headers) -> list:
+    """Response headers that announce the end of the connection (once, whatever the case)."""
+    headers = list(headers or ())
+    for name, value in headers:
+        if name.lower() == b"connection" and b"close" in value.lower():
+            return headers
+    return [*headers, CLOSE_HEADER]
+
+
+class Drain:
+    """One worker's drain: whether it started, and the wait for its connections to end."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.started_at: float | None = None
+        self.task: asyncio.Task | None = None  # the wait, kept referenced while it runs
+
+    @property
+    def active(self) -> bool:
+        return self.started_at is not None
+
+    def start(self) -> bool:
+        """Start draining; False when it had already started."""
+        if self.active:
+            return False
+        self.started_at = time.monotonic()
+        return True
+
+    async def wait(self, open_connections: Callable[[], int]) -> int:
+        """Wait until no connection is open or the drain time is over; the connections left."""
+        deadline = (self.started_at or time.monotonic()) + self.seconds
+        # A connection accepted just before the listeners closed becomes a protocol a loop turn
+        # or two later: count only after that.
+        await asyncio.sleep(POLL_SECONDS)
+        while open_connections() and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+        return open_connections()
+
+    def closing_send(self, send):
+        """An ASGI `send` that adds `Connection: close` to a response starting during the drain."""
+
+        async def send_closing_when_draining(message):
+            if self.active and message["type"] == "http.response.start":
+                message = dict(message, headers=with_close_header(message.get("headers")))
+            await send(message)
+
+        return send_closing_when_draining
+
+
+def stop_accepting(loop, servers) -> int:
+    """Stop accepting on asyncio servers without closing them; how many listeners were left.
+
+    Not `Server.close()`: on Python 3.11 a connection accepted in the same loop turn but not yet
+    set up then fails (its transport finds the server closed) and the client gets a reset. The
+    worker's own shutdown closes the servers later, when nothing is being accepted. With a loop
+    that does not watch listeners as readers (uvloop), the worker keeps accepting while it
+    drains, and every new connection is answered with `Connection: close`.
+    """
+    left = 0
+    for server in servers:
+        for listener in getattr(server, "sockets", None) or ():
+            with contextlib.suppress(NotImplementedError, OSError, ValueError):
+                left += bool(loop.remove_reader(listener.fileno()))
+    return left
+
+
+def log_drain_start(log, drain: Drain, connections: int) -> None:
+    log.info(
+        "Draining %s connections for up to %.1fs: not accepting, answering with Connection: close",
+        connections,
+        drain.seconds,
+    )
+
+
+def log_drain_over(log, drain: Drain, left: int) -> None:
+    took = time.monotonic() - (drain.started_at or time.monotonic())
+    if left:
+        log.info("Drain over after %.1fs with %s connections still open", took, left)
+    else:
+        log.info("Drained in %.2fs", took)
+
+
+# --- gunicorn's asgi worker --------------------------------------------------------------------
+
+
+def draining_asgi_protocol(protocol_class: type) -> type | None:
+    """gunicorn's ASGIProtocol, deciding `Connection: close` for every response once draining.
+
+    The decision is made when a response starts and looked at again when it ends; the second look
+    keeps what the first announced, so a connection promised to stay open is not closed under a
+    client that is about to use it. None when this gunicorn decides elsewhere (the worker then
+    retires the stock way).
+    """
+    if not callable(getattr(protocol_class, "_will_close", None)):
+        return None
+
+    class DrainingASGIProtocol(protocol_class):
+        _graceful_announced: tuple | None = None  # (request, close) as the response started
+
+        def _will_close(self, request, response_requires_close):
+            announced = self._graceful_announced
+            if announced is not None and announced[0] is request:
+                return announced[1]
+            close = super()._will_close(request, response_requires_close)
+            drain = getattr(self.worker, "graceful_drain", None)
+            close = close or bool(drain is not None and drain.active)
+            self._graceful_announced = (request, close)
+            return close
+
+    DrainingASGIProtocol.__name__ = DrainingASGIProtocol.__qualname__ = protocol_class.__name__
+    DrainingASGIProtocol.__module__ = protocol_class.__module__
+    return DrainingASGIProtocol
+
+
+# --- uvicorn -----------------------------------------------------------------------------------
+
+
+def uvicorn_server_of(handler):
+    """The uvicorn Server whose `handle_exit` is installed as this signal handler, if it is one."""
+    server = getattr(handler, "__self__", None)
+    if server is None or getattr(handler, "__name__", "") != "handle_exit":
+        return None
+    state = getattr(server, "server_state", None)
+    if state is None or not hasattr(state, "connections"):
+        return None
+    return server
+
+
+def install_uvicorn_drain(drain: Drain, log) -> bool:
+    """Put a drain in front of uvicorn's SIGTERM handler; False if uvicorn's is not in place.
+
+    Called in the worker's event loop once the app is ready, when uvicorn has installed its
+    handlers and is about to serve.
+    """
+    stock_handler = signal.getsignal(signal.SIGTERM)
+    server = uvicorn_server_of(stock_handler)
+    if server is None:
+        return False
+    loop = asyncio.get_running_loop()
+
+    def open_connections() -> int:
+        return len(server.server_state.connections)
+
+    async def drain_then_exit(sig, frame):
+        await drain.wait(open_connections)
+        log_drain_over(log, drain, open_connections())
+        stock_handler(sig, frame)
+
+    def begin_drain(sig, frame):
+        stop_accepting(loop, getattr(server, "servers", ()))  # set once uvicorn listens, after startup
+        log_drain_start(log, drain, open_connections())
+        drain.task = loop.create_task(drain_then_exit(sig, frame))
+
+    def on_sigterm(sig, frame):
+        # A signal handler runs between two bytecodes of whatever the loop is doing: hand the
+        # work to the loop, which the thread-safe call also wakes up.
+        if drain.start():
+            loop.call_soon_threadsafe(begin_drain, sig, frame)
+        else:
+            stock_handler(sig, frame)  # a second SIGTERM: stop draining
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return True
