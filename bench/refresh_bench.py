@@ -1,6 +1,6 @@
 """Refresh benchmark: the graceful arbiter beside stock gunicorn, on loopback, bounded in time.
 
-    .venv/bin/python bench/refresh_bench.py [--import-seconds 1] [--workers 4]
+    .venv/bin/python bench/refresh_bench.py [--import-seconds 1] [--workers 4] [--rounds 8] [--only NAME]
 
 On the example ASGI app (graceful_demo_asgi, made to import in --import-seconds) with gunicorn's
 `asgi` worker, it prints for each way of replacing all workers one by one: how long it took, the
@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
+import multiprocessing
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from graceful_arbiter.memory import read_usage  # noqa: E402
 
 BIN = Path(sys.executable).parent
 APP_DIR = ROOT / "examples/apps/asgi"
+REST_SECONDS = 2.0
 
 
 def p99(values: list[float]) -> float:
@@ -39,6 +44,80 @@ def p99(values: list[float]) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def _keepalive_client(port: int, stop, deadline: float, requests: list, failures: list):
+    conn = None
+    while not stop.is_set() and time.monotonic() < deadline:
+        started = time.monotonic()
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}")
+            requests.append((started, time.monotonic() - started))
+            if response.getheader("connection", "").lower() == "close":
+                conn.close()
+                conn = None
+        except Exception as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+            if conn is not None:
+                conn.close()
+            conn = None
+            time.sleep(0.01)
+        time.sleep(0.002)
+
+
+def _load_process(port: int, clients: int, seconds: float, stop, results):
+    requests, failures = [], []
+    deadline = time.monotonic() + seconds
+    threads = [
+        threading.Thread(target=_keepalive_client, args=(port, stop, deadline, requests, failures))
+        for _client in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results.send((requests, failures))
+
+
+class KeepAliveLoad:
+    """Keep-alive clients in a process of their own, so that the benchmark's own polling of the
+    master does not hold their interpreter lock. Bounded by `seconds`; records (start, latency)."""
+
+    def __init__(self, port: int, clients: int = 4, seconds: float = 120):
+        context = multiprocessing.get_context("fork")
+        self._stop = context.Event()
+        self._results, child_end = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_load_process, args=(port, clients, seconds, self._stop, child_end), daemon=True
+        )
+        self.requests: list = []
+        self.failures: list = []
+        self._stopped = False
+
+    def __enter__(self):
+        self._process.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        if self._results.poll(60):
+            self.requests, self.failures = self._results.recv()
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
 
 
 def children(pid: int) -> list[int]:
@@ -132,44 +211,65 @@ def worker_pids(server: Server, graceful: bool) -> set:
     return {w["pid"] for w in request(path, "show workers")["workers"]}
 
 
-def measure_refresh(name: str, server: Server, graceful: bool, how: str, workers: int, import_seconds: float):
+def measure_refresh(
+    name: str, server: Server, graceful: bool, how: str, workers: int, import_seconds: float, rounds: int
+) -> dict:
+    """Replace every worker `rounds` times, with quiet periods in between, under keep-alive load.
+
+    Latencies of requests that completed in the quiet periods are "at rest"; those that completed
+    between the start of a refresh and the exit of the last worker it replaced are "during".
+    """
     server.wait_serving()
     time.sleep(import_seconds + 1)  # every worker booted
-    with Load(server.port, threads=4, seconds=120, max_requests=10**6, mode="keepalive") as load:
-        time.sleep(3)
-        rest = list(load.latencies)
-        before = len(load.latencies)
-        old = worker_pids(server, graceful)
-        started = time.monotonic()
-        if how == "graceful":
-            path = master_socket_path(server.ctl, server.proc.pid)
-            request(path, "graceful refresh")
-            wait_for(lambda: (request(path, "graceful status")["refresh"]["last"] or {}).get("outcome"), 120, 0.05)
-        elif how == "hup":
-            os.kill(server.proc.pid, signal.SIGHUP)
-            wait_for(lambda: not worker_pids(server, graceful) & old, 120, 0.05)
-            time.sleep(import_seconds)  # the new workers still import; requests queue meanwhile
-        elif how == "ttin-ttou":
-            for _worker in range(workers):
-                count = len(worker_pids(server, graceful))
-                os.kill(server.proc.pid, signal.SIGTTIN)
-                wait_for(lambda c=count: len(worker_pids(server, graceful)) > c, 30, 0.05)
-                time.sleep(import_seconds + 0.2)  # stock gunicorn cannot tell when the worker is ready
-                os.kill(server.proc.pid, signal.SIGTTOU)
-                wait_for(lambda c=count: len(worker_pids(server, graceful)) == c, 30, 0.05)
-        elapsed = time.monotonic() - started
-        time.sleep(1)
-        during = load.latencies[before:]
+    busy, seconds = [], []
+    with KeepAliveLoad(server.port, clients=4, seconds=60 + 30 * rounds) as load:
+        for _round in range(rounds):
+            time.sleep(REST_SECONDS)
+            old = worker_pids(server, graceful)
+            started = time.monotonic()
+            replace_workers(server, graceful, how, workers, import_seconds, old)
+            seconds.append(time.monotonic() - started)
+            wait_for(lambda old=old: not old & set(children(server.proc.pid)), 60, 0.05, what="old workers gone")
+            busy.append((started, time.monotonic()))
         load.stop()
+    during = [latency for start, latency in load.requests if any(a <= start <= b for a, b in busy)]
+    rest = [latency for start, latency in load.requests if not any(a <= start <= b for a, b in busy)]
+    p99_rest, p99_during = p99(rest) * 1000, p99(during) * 1000
     return {
         "name": name,
-        "seconds": elapsed,
-        "p99_rest_ms": p99(rest) * 1000,
-        "p99_refresh_ms": p99(during) * 1000,
+        "seconds": statistics.median(seconds),
+        "p99_rest_ms": p99_rest,
+        "p99_refresh_ms": p99_during,
+        "ratio": p99_during / p99_rest,
         "max_refresh_ms": max(during, default=float("nan")) * 1000,
-        "requests": load.total,
+        "requests": len(load.requests) + len(load.failures),
         "failed": len(load.failures),
     }
+
+
+def replace_workers(server: Server, graceful: bool, how: str, workers: int, import_seconds: float, old: set):
+    if how == "graceful":
+        path = master_socket_path(server.ctl, server.proc.pid)
+        before = (request(path, "graceful status")["refresh"]["last"] or {}).get("id", 0)
+        request(path, "graceful refresh")
+        wait_for(
+            lambda: (request(path, "graceful status")["refresh"]["last"] or {}).get("id", 0) > before,
+            120,
+            0.05,
+            what="refresh finished",
+        )
+    elif how == "hup":
+        os.kill(server.proc.pid, signal.SIGHUP)
+        wait_for(lambda: not worker_pids(server, graceful) & old, 120, 0.05)
+        time.sleep(import_seconds)  # the new workers still import; requests queue meanwhile
+    elif how == "ttin-ttou":
+        for _worker in range(workers):
+            count = len(worker_pids(server, graceful))
+            os.kill(server.proc.pid, signal.SIGTTIN)
+            wait_for(lambda c=count: len(worker_pids(server, graceful)) > c, 30, 0.05)
+            time.sleep(import_seconds + 0.2)  # stock gunicorn cannot tell when the worker is ready
+            os.kill(server.proc.pid, signal.SIGTTOU)
+            wait_for(lambda c=count: len(worker_pids(server, graceful)) == c, 30, 0.05)
 
 
 def measure_memory(name: str, server: Server, requests: int = 3000) -> dict:
@@ -186,6 +286,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--import-seconds", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=8, help="refreshes per case, each after a quiet period")
+    parser.add_argument("--only", default="", help="run only the cases whose name contains this")
     args = parser.parse_args()
     n, imp = args.workers, args.import_seconds
     env = {"DEMO_BEHAVIOUR": "slow-import", "DEMO_IMPORT_SECONDS": str(imp)}
@@ -218,12 +320,14 @@ def main() -> int:
             ],
         ),
     ]
+    refresh_cases = [case for case in refresh_cases if args.only in case[0]]
+    memory_cases = [case for case in memory_cases if args.only in case[0]]
     results, memory = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name, graceful, preload, how in refresh_cases:
             server = Server(gunicorn_argv(graceful, n, preload, "asgi"), env, Path(tmp))
             try:
-                results.append(measure_refresh(name, server, graceful, how, n, imp))
+                results.append(measure_refresh(name, server, graceful, how, n, imp, args.rounds))
             finally:
                 server.stop()
         for name, argv in memory_cases:
@@ -233,15 +337,18 @@ def main() -> int:
             finally:
                 server.stop()
 
-    print(f"\nReplacing {n} workers one by one (gunicorn -k asgi, app import {imp:g}s, 4 keep-alive clients)")
     print(
-        f"{'':36} {'time s':>7} {'p99 rest ms':>12} {'p99 refresh ms':>15} {'max ms':>7} {'requests':>9} {'failed':>7}"
+        f"\nReplacing {n} workers one by one, {args.rounds} times (gunicorn -k asgi, app import {imp:g}s,"
+        " 4 keep-alive clients; time is the median, latencies over all rounds)"
+    )
+    print(
+        f"{'':34} {'time s':>7} {'p99 rest ms':>12} {'p99 during ms':>14} {'ratio':>6} {'max ms':>7}"
+        f" {'requests':>9} {'failed':>7}"
     )
     for r in results:
         print(
-            f"{r['name']:36} {r['seconds']:7.2f} {r['p99_rest_ms']:12.1f} {r['p99_refresh_ms']:15.1f}"
-            f" {r['max_refresh_ms']:7.0f}"
-            f" {r['requests']:9d} {r['failed']:7d}"
+            f"{r['name']:34} {r['seconds']:7.2f} {r['p99_rest_ms']:12.2f} {r['p99_refresh_ms']:14.2f}"
+            f" {r['ratio']:6.2f} {r['max_refresh_ms']:7.0f} {r['requests']:9d} {r['failed']:7d}"
         )
     print(f"\nTotal PSS after 3000 requests, master + {n} workers (uvicorn-worker unless said)")
     for m in memory:

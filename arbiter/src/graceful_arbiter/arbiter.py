@@ -17,6 +17,8 @@ What differs from gunicorn's master, handler by handler:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import gc
 import importlib
@@ -117,6 +119,30 @@ def file_signature(path: str):
         except OSError:
             signature.append(None)
     return tuple(signature)
+
+
+def exit_without_teardown(code) -> None:
+    """End a worker process the way SystemExit(code) would, minus the interpreter's teardown.
+
+    The teardown clears every module, which writes to the reference count of every object, the
+    ones shared with the master included: a retiring worker would copy most of the pages it
+    shares, costing CPU and memory at the moment its replacements boot. atexit handlers (logging's
+    flush among them) still run.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code & 0xFF
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
 
 
 def describe_exit(status: int) -> tuple[int | None, str]:
@@ -293,7 +319,13 @@ class GracefulArbiter(Arbiter):
             # Objects the master created stay out of the workers' collections, so their pages
             # stay shared instead of being written to by the first collection in each worker.
             gc.freeze()
-        pid = super().spawn_worker()  # only the master returns from here
+        master = os.getpid()
+        try:
+            pid = super().spawn_worker()  # only the master returns from here
+        except SystemExit as exc:
+            if os.getpid() != master and self.cfg.preload_app and self.cfg.worker_gc_freeze:
+                exit_without_teardown(exc.code)
+            raise
         worker = self.WORKERS[pid]
         worker.graceful_born = time.monotonic()
         worker.graceful_born_at = time.time()

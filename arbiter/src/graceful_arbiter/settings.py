@@ -220,7 +220,9 @@ class WorkerGcFreeze(_config.Setting):
     default = True
     desc = """\
         With ``preload_app``, call ``gc.freeze()`` in the master right before each fork, so that the
-        workers' garbage collector does not write to (and unshare) the pages of preloaded objects.
+        workers' garbage collector does not write to (and unshare) the pages of preloaded objects;
+        and end each worker without the interpreter's teardown (atexit handlers still run), which
+        would write to every shared object on the way out.
         """
 
 

@@ -267,3 +267,24 @@ class TestCheckConfig:
         result = self.check(tmp_path, "workers = 1\n")
         assert result.returncode == 1
         assert "import fails on purpose" in result.stderr
+
+
+@pytest.mark.parametrize(("code", "status"), [(None, 0), (0, 0), (3, 3), ("bye", 1)])
+def test_worker_exit_runs_atexit_handlers_and_skips_the_teardown(tmp_path, code, status):
+    script = tmp_path / "leave.py"
+    script.write_text(
+        "import atexit, sys\n"
+        "from graceful_arbiter.arbiter import exit_without_teardown\n"
+        "class Noisy:\n"
+        "    def __del__(self):\n"
+        "        sys.stdout.write('teardown ran\\n')\n"
+        "kept = Noisy()\n"
+        "atexit.register(lambda: sys.stdout.write('atexit ran\\n'))\n"
+        "sys.stdout.write('buffered ')\n"
+        f"exit_without_teardown({code!r})\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == status, done.stderr
+    assert done.stdout == "buffered atexit ran\n", "atexit handlers run and streams are flushed, no teardown"
+    if isinstance(code, str):
+        assert code in done.stderr
