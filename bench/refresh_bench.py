@@ -1,13 +1,17 @@
 """Refresh benchmark: the graceful arbiter beside stock gunicorn, on loopback, bounded in time.
 
     .venv/bin/python bench/refresh_bench.py [--import-seconds 1] [--workers 4] [--rounds 8] [--only NAME]
+        [--memory-only] [--memory-app demo|fastapi]
 
 On the example ASGI app (graceful_demo_asgi, made to import in --import-seconds) with gunicorn's
-`asgi` worker, it prints for each way of replacing all workers one by one: how long it took, the
-p99 latency at rest and during the refresh, and the failed requests of keep-alive clients. Then the
-total PSS (master plus workers, after some requests) of the graceful arbiter with preload,
-gc.freeze and pre-imports, of stock gunicorn with preload (both with uvicorn-worker), and of
-`uvicorn --workers N`. Every process it starts is stopped by PID.
+`asgi` worker, it prints for each way of replacing all workers one by one, --rounds times after a
+quiet period each: the median time it took, the p99 latency at rest and during the refreshes (from
+the request to the exit of the last replaced worker) and their ratio, and the failed requests of
+keep-alive clients, which run in a process of their own. Then the total PSS (master plus workers,
+after some requests) of the graceful arbiter with preload, gc.freeze and pre-imports, of stock
+gunicorn with preload (both with uvicorn-worker), and of `uvicorn --workers N`, on the example app
+or on a FastAPI app (--memory-app fastapi, after pip install -r bench/requirements.txt). Every
+process it starts is stopped by PID.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ from graceful_arbiter.memory import read_usage  # noqa: E402
 
 BIN = Path(sys.executable).parent
 APP_DIR = ROOT / "examples/apps/asgi"
+# The memory figures on the example app, or on a FastAPI app of the usual shape (pip install -r
+# bench/requirements.txt): name -> (PYTHONPATH, app).
+MEMORY_APPS = {
+    "demo": (ROOT / "examples/apps/asgi", "graceful_demo_asgi:app"),
+    "fastapi": (ROOT / "bench/apps", "bench_fastapi_app:app"),
+}
 REST_SECONDS = 2.0
 
 
@@ -140,7 +150,7 @@ def tree_pss(pid: int) -> int:
 
 
 class Server:
-    def __init__(self, argv: list[str], env: dict, workdir: Path):
+    def __init__(self, argv: list[str], env: dict, workdir: Path, app_dir: Path = APP_DIR):
         self.port = free_port()
         self.workdir = workdir
         argv = [a.replace("{port}", str(self.port)).replace("{dir}", str(workdir)) for a in argv]
@@ -148,7 +158,7 @@ class Server:
         self.proc = subprocess.Popen(
             argv,
             cwd=workdir,
-            env=dict(os.environ, PYTHONPATH=str(APP_DIR), **env),
+            env=dict(os.environ, PYTHONPATH=str(app_dir), **env),
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -184,7 +194,9 @@ class Server:
         self.log.close()
 
 
-def gunicorn_argv(graceful: bool, workers: int, preload: bool, worker_class: str, extra=()) -> list[str]:
+def gunicorn_argv(
+    graceful: bool, workers: int, preload: bool, worker_class: str, extra=(), app="graceful_demo_asgi:app"
+) -> list[str]:
     argv = [
         str(BIN / ("graceful-gunicorn" if graceful else "gunicorn")),
         "-b",
@@ -203,7 +215,7 @@ def gunicorn_argv(graceful: bool, workers: int, preload: bool, worker_class: str
         argv.append("--preload")
     if graceful:
         argv += ["--worker-health-path", "/health"]
-    return [*argv, "graceful_demo_asgi:app"]
+    return [*argv, app]
 
 
 def worker_pids(server: Server, graceful: bool) -> set:
@@ -288,6 +300,8 @@ def main() -> int:
     parser.add_argument("--import-seconds", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=8, help="refreshes per case, each after a quiet period")
     parser.add_argument("--only", default="", help="run only the cases whose name contains this")
+    parser.add_argument("--memory-only", action="store_true", help="skip the refresh figures")
+    parser.add_argument("--memory-app", choices=sorted(MEMORY_APPS), default="demo", help="app of the memory figures")
     args = parser.parse_args()
     n, imp = args.workers, args.import_seconds
     env = {"DEMO_BEHAVIOUR": "slow-import", "DEMO_IMPORT_SECONDS": str(imp)}
@@ -299,28 +313,27 @@ def main() -> int:
         ("stock HUP, preload", False, True, "hup"),
         ("stock TTIN/TTOU loop, no preload", False, False, "ttin-ttou"),
     ]
+    memory_dir, memory_app = MEMORY_APPS[args.memory_app]
+    uvicorn_worker = "uvicorn_worker.UvicornWorker"
     memory_cases = [
         (
             "graceful preload + gc.freeze + preimport",
-            gunicorn_argv(True, n, True, "uvicorn_worker.UvicornWorker", ["--worker-preimport", "auto"]),
+            gunicorn_argv(True, n, True, uvicorn_worker, ["--worker-preimport", "auto"], app=memory_app),
         ),
-        ("stock gunicorn preload", gunicorn_argv(False, n, True, "uvicorn_worker.UvicornWorker")),
-        ("graceful, no preload", gunicorn_argv(True, n, False, "uvicorn_worker.UvicornWorker")),
+        (
+            "  ... + warm-up in the master",
+            gunicorn_argv(
+                True, n, True, uvicorn_worker, ["--worker-preimport", "auto", "--worker-preload-warmup"], app=memory_app
+            ),
+        ),
+        ("stock gunicorn preload", gunicorn_argv(False, n, True, uvicorn_worker, app=memory_app)),
+        ("graceful, no preload", gunicorn_argv(True, n, False, uvicorn_worker, app=memory_app)),
         (
             f"uvicorn --workers {n}",
-            [
-                str(BIN / "uvicorn"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--workers",
-                str(n),
-                "graceful_demo_asgi:app",
-            ],
+            [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", "{port}", "--workers", str(n), memory_app],
         ),
     ]
-    refresh_cases = [case for case in refresh_cases if args.only in case[0]]
+    refresh_cases = [case for case in refresh_cases if args.only in case[0] and not args.memory_only]
     memory_cases = [case for case in memory_cases if args.only in case[0]]
     results, memory = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -331,7 +344,7 @@ def main() -> int:
             finally:
                 server.stop()
         for name, argv in memory_cases:
-            server = Server(argv, {"DEMO_BEHAVIOUR": "ok"}, Path(tmp))
+            server = Server(argv, {"DEMO_BEHAVIOUR": "ok"}, Path(tmp), app_dir=memory_dir)
             try:
                 memory.append(measure_memory(name, server))
             finally:
@@ -350,7 +363,7 @@ def main() -> int:
             f"{r['name']:34} {r['seconds']:7.2f} {r['p99_rest_ms']:12.2f} {r['p99_refresh_ms']:14.2f}"
             f" {r['ratio']:6.2f} {r['max_refresh_ms']:7.0f} {r['requests']:9d} {r['failed']:7d}"
         )
-    print(f"\nTotal PSS after 3000 requests, master + {n} workers (uvicorn-worker unless said)")
+    print(f"\nTotal PSS after 3000 requests on {memory_app}, master + {n} workers (uvicorn-worker unless said)")
     for m in memory:
         print(f"{m['name']:44} {m['pss_mib']:7.1f} MiB  ({m['processes']} processes)")
     return 0

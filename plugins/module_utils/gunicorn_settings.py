@@ -154,6 +154,7 @@ ARBITER_SETTINGS = (
     "worker_refresh_on_change",
     "worker_gc_freeze",
     "worker_preimport",
+    "worker_preload_warmup",
 )
 
 KNOWN_SETTINGS = frozenset(GUNICORN_SETTINGS + ARBITER_SETTINGS)

@@ -17,6 +17,7 @@ What differs from gunicorn's master, handler by handler:
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import dataclasses
@@ -204,6 +205,8 @@ class GracefulArbiter(Arbiter):
         self.worker_class = readiness.with_readiness(self.worker_class)
         if self.cfg.preload_app:
             self._preimport()
+            if self.cfg.worker_preload_warmup:
+                self._warm_up()
         self._watched = {path: file_signature(path) for path in self.cfg.worker_refresh_on_change}
         self._next_periodic = None  # rescheduled from the (possibly new) interval
 
@@ -222,6 +225,23 @@ class GracefulArbiter(Arbiter):
                 importlib.import_module(name)
             except Exception as exc:  # an optional speed-up must not stop the master
                 self.log.debug("worker_preimport: %s not imported: %s", name, exc)
+
+    def _warm_up(self):
+        """Call the preloaded app once on the health path, so that workers share what it builds."""
+        path, host = self.cfg.worker_health_path, self.cfg.worker_health_host
+        if not path:
+            self.log.warning("worker_preload_warmup needs worker_health_path; no warm-up")
+            return
+        try:
+            app = self.app.wsgi()
+            if readiness.is_asgi_worker(self.worker_class):
+                ok, detail = asyncio.run(readiness.call_asgi(app, path, host, None, self.cfg.worker_boot_timeout))
+            else:
+                ok, detail = readiness.call_wsgi(app, path, host)
+        except Exception as exc:  # the workers' own health calls decide; this is only an optimisation
+            ok, detail = False, repr(exc)
+        log = self.log.info if ok else self.log.warning
+        log("Warm-up in the master: %s", detail)
 
     def _limits(self) -> policy.Limits:
         return policy.Limits(

@@ -241,6 +241,22 @@ class WorkerPreimport(_config.Setting):
         """
 
 
+class WorkerPreloadWarmup(_config.Setting):
+    name = "worker_preload_warmup"
+    section = SECTION
+    cli = ["--worker-preload-warmup"]
+    validator = _config.validate_bool
+    action = "store_true"
+    default = False
+    desc = """\
+        With ``preload_app``, the master calls the app once on ``worker_health_path``, in-process,
+        before it forks, so that what the app builds on its first request (routing and validation
+        tables, caches) is shared by the workers instead of built again in each. An ASGI app is
+        called without lifespan; an error answer is logged and ignored. Leave it off for an app
+        whose first request opens connections or starts threads: the workers would inherit them.
+        """
+
+
 _ADDED = (
     WorkerRefreshInterval,
     WorkerRefreshJitter,
@@ -254,6 +270,7 @@ _ADDED = (
     WorkerRefreshOnChange,
     WorkerGcFreeze,
     WorkerPreimport,
+    WorkerPreloadWarmup,
 )
 
 #: The names of the settings this package adds to gunicorn, for validators outside the master.
