@@ -5,13 +5,14 @@
 
 On the example ASGI app (graceful_demo_asgi, made to import in --import-seconds) with gunicorn's
 `asgi` worker, it prints for each way of replacing all workers one by one, --rounds times after a
-quiet period each: the median time it took, the p99 latency at rest and during the refreshes (from
-the request to the exit of the last replaced worker) and their ratio, and the failed requests of
-keep-alive clients, which run in a process of their own. Then the total PSS (master plus workers,
-after some requests) of the graceful arbiter with preload, gc.freeze and pre-imports, of stock
-gunicorn with preload (both with uvicorn-worker), and of `uvicorn --workers N`, on the example app
-or on a FastAPI app (--memory-app fastapi, after pip install -r bench/requirements.txt). Every
-process it starts is stopped by PID.
+quiet period each: the median time it took, the p99 latency at rest and during the refreshes (of
+the requests started between the refresh request and the exit of the last replaced worker) and
+their ratio, and the failed requests of keep-alive clients, which run in a process of their own.
+Then the total PSS (master plus workers, after some requests) of the graceful arbiter with preload,
+gc.freeze and pre-imports, with and without the master's warm-up, of stock gunicorn with preload
+(all with uvicorn-worker), and of `uvicorn --workers N`, on the example app or on a FastAPI app
+(--memory-app fastapi, after pip install -r bench/requirements.txt). Every process it starts is
+stopped by PID.
 """
 
 from __future__ import annotations
@@ -130,6 +131,15 @@ class KeepAliveLoad:
             self._process.join()
 
 
+def process_start(pid: int) -> int | None:
+    """The start time of a process in clock ticks since boot, None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -182,15 +192,21 @@ class Server:
         wait_for(answers, timeout, what="server answering")
 
     def stop(self):
+        # Before the master goes, since its workers are found through it: (pid, start time), so
+        # that a PID reused by another process since is left alone.
+        workers = [(pid, process_start(pid)) for pid in tree(self.proc.pid)[1:]]
         with contextlib.suppress(OSError):
             os.kill(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            for pid in tree(self.proc.pid):
+            with contextlib.suppress(OSError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for pid, started in workers:  # a worker its master left behind
+            if started is not None and process_start(pid) == started:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-            self.proc.wait()
         self.log.close()
 
 
@@ -228,7 +244,7 @@ def measure_refresh(
 ) -> dict:
     """Replace every worker `rounds` times, with quiet periods in between, under keep-alive load.
 
-    Latencies of requests that completed in the quiet periods are "at rest"; those that completed
+    Latencies of requests that started in the quiet periods are "at rest"; those that started
     between the start of a refresh and the exit of the last worker it replaced are "during".
     """
     server.wait_serving()
@@ -244,6 +260,8 @@ def measure_refresh(
             wait_for(lambda old=old: not old & set(children(server.proc.pid)), 60, 0.05, what="old workers gone")
             busy.append((started, time.monotonic()))
         load.stop()
+    if not load.requests or max(start for start, _latency in load.requests) < busy[-1][1]:
+        print(f"warning: {name}: the load ended before the last refresh did", file=sys.stderr)
     during = [latency for start, latency in load.requests if any(a <= start <= b for a, b in busy)]
     rest = [latency for start, latency in load.requests if not any(a <= start <= b for a, b in busy)]
     p99_rest, p99_during = p99(rest) * 1000, p99(during) * 1000

@@ -26,6 +26,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 
@@ -127,8 +128,8 @@ def exit_without_teardown(code) -> None:
 
     The teardown clears every module, which writes to the reference count of every object, the
     ones shared with the master included: a retiring worker would copy most of the pages it
-    shares, costing CPU and memory at the moment its replacements boot. atexit handlers (logging's
-    flush among them) still run.
+    shares, costing CPU and memory at the moment its replacements boot. Non-daemon threads are
+    joined and atexit handlers (logging's flush among them) run, as at an ordinary exit.
     """
     if code is None:
         status = 0
@@ -138,6 +139,10 @@ def exit_without_teardown(code) -> None:
         print(code, file=sys.stderr)
         status = 1
     try:
+        # As the interpreter's exit does first: join non-daemon threads (executors included).
+        join_threads = getattr(threading, "_shutdown", None)
+        if join_threads is not None:
+            join_threads()
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):
@@ -191,6 +196,7 @@ class GracefulArbiter(Arbiter):
         self._reexec_started_at: float | None = None
         self._control_socket_path: str | None = None
         self._status: dict = {}
+        self._warmed_up = False
         self.generation = int(os.environ.get(GENERATION_ENV, "1") or 1)
         super().__init__(app)
         # USR2 re-executes through the venv path the unit named (a `current` symlink), not the
@@ -227,21 +233,35 @@ class GracefulArbiter(Arbiter):
                 self.log.debug("worker_preimport: %s not imported: %s", name, exc)
 
     def _warm_up(self):
-        """Call the preloaded app once on the health path, so that workers share what it builds."""
-        path, host = self.cfg.worker_health_path, self.cfg.worker_health_host
+        """Call the preloaded app once on the health path, so that workers share what it builds.
+
+        Once per master: with preload a HUP reloads no code. The call runs in a thread so that an
+        app that hangs costs the master `worker_boot_timeout` seconds, not its start.
+        """
+        if self._warmed_up:
+            return
+        self._warmed_up = True
+        path, host, timeout = self.cfg.worker_health_path, self.cfg.worker_health_host, self.cfg.worker_boot_timeout
         if not path:
             self.log.warning("worker_preload_warmup needs worker_health_path; no warm-up")
             return
-        try:
-            app = self.app.wsgi()
-            if readiness.is_asgi_worker(self.worker_class):
-                ok, detail = asyncio.run(readiness.call_asgi(app, path, host, None, self.cfg.worker_boot_timeout))
-            else:
-                ok, detail = readiness.call_wsgi(app, path, host)
-        except Exception as exc:  # the workers' own health calls decide; this is only an optimisation
-            ok, detail = False, repr(exc)
-        log = self.log.info if ok else self.log.warning
-        log("Warm-up in the master: %s", detail)
+        app, asgi = self.app.wsgi(), readiness.is_asgi_worker(self.worker_class)
+        outcome = [False, f"no answer within worker_boot_timeout ({timeout:g}s)"]
+
+        def call():
+            try:
+                if asgi:
+                    outcome[:] = asyncio.run(readiness.call_asgi(app, path, host, None, timeout))
+                else:
+                    outcome[:] = readiness.call_wsgi(app, path, host)
+            except Exception as exc:  # the workers' own health calls decide; this is an optimisation
+                outcome[:] = [False, repr(exc)]
+
+        caller = threading.Thread(target=call, name="graceful-warm-up", daemon=True)
+        caller.start()
+        caller.join(timeout or None)
+        ok, detail = outcome
+        (self.log.info if ok else self.log.warning)("Warm-up in the master: %s", detail)
 
     def _limits(self) -> policy.Limits:
         return policy.Limits(

@@ -6,7 +6,7 @@ races that request: the client gets a reset or an empty reply. Both ASGI worker 
 SIGTERM: uvicorn closes every idle connection at once, and gunicorn's `asgi` worker closes a
 connection after a response that had already promised to keep it open.
 
-A retiring worker here drains instead, for at most `drain_seconds()`:
+A retiring worker here drains instead, for at most half of `graceful_timeout`:
 
 1. it stops accepting (the master and the other workers keep the listening socket);
 2. every response that starts from now on says `Connection: close`, and the connection closes
@@ -16,7 +16,8 @@ A retiring worker here drains instead, for at most `drain_seconds()`:
 4. once no connection is left, or the drain time is over, the worker's own graceful exit runs.
 
 Only a client idle for longer than the keep-alive timeout can still race a close, exactly as it
-does when that timeout expires on a worker that is not retiring.
+does when that timeout expires on a worker that is not retiring; and, when `keepalive` is longer
+than half of `graceful_timeout`, a client idle past the drain.
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ from collections.abc import Callable
 
 CLOSE_HEADER = (b"connection", b"close")
 POLL_SECONDS = 0.02
+ANNOUNCED_KEPT = 8  # decisions remembered per connection (gunicorn bounds unfinished app calls at 4)
 
 
-def drain_seconds(keepalive: float, graceful_timeout: float) -> float:
+def drain_seconds(graceful_timeout: float) -> float:
     """How long a retiring worker waits for its connections before its own graceful exit.
 
-    Idle connections close within `keepalive` seconds of their last response; a second more
-    covers a response finishing meanwhile. Half the graceful timeout stays for the worker's own
-    shutdown before the master sends SIGKILL.
+    Idle connections end by themselves, `keepalive` seconds after their last response. Half the
+    graceful timeout stays for the worker's own shutdown before the master sends SIGKILL.
     """
-    return max(0.0, min(float(keepalive) + 1.0, float(graceful_timeout) / 2))
+    return max(0.0, float(graceful_timeout) / 2)
 
 
 def with_close_header(headers) -> list:
@@ -90,21 +91,22 @@ class Drain:
         return send_closing_when_draining
 
 
-def stop_accepting(loop, servers) -> int:
-    """Stop accepting on asyncio servers without closing them; how many listeners were left.
+def stop_accepting(loop, servers) -> None:
+    """Stop accepting on asyncio servers, closing them only where that is safe.
 
-    Not `Server.close()`: on Python 3.11 a connection accepted in the same loop turn but not yet
-    set up then fails (its transport finds the server closed) and the client gets a reset. The
-    worker's own shutdown closes the servers later, when nothing is being accepted. With a loop
-    that does not watch listeners as readers (uvloop), the worker keeps accepting while it
-    drains, and every new connection is answered with `Connection: close`.
+    Not `Server.close()` on asyncio's own loop: on Python 3.11 a connection accepted in the same
+    loop turn but not yet set up then fails (its transport finds the server closed) and the client
+    gets a reset; unwatching the listeners stops the accepting, and the worker's own shutdown
+    closes the servers later, when nothing is being accepted. A loop that does not watch listeners
+    as readers (uvloop) sets a connection up within its accept, so closing is safe there.
     """
-    left = 0
     for server in servers:
+        unwatched = 0
         for listener in getattr(server, "sockets", None) or ():
-            with contextlib.suppress(NotImplementedError, OSError, ValueError):
-                left += bool(loop.remove_reader(listener.fileno()))
-    return left
+            with contextlib.suppress(NotImplementedError, OSError, ValueError, RuntimeError):
+                unwatched += bool(loop.remove_reader(listener.fileno()))
+        if not unwatched:
+            server.close()
 
 
 def log_drain_start(log, drain: Drain, connections: int) -> None:
@@ -138,16 +140,23 @@ def draining_asgi_protocol(protocol_class: type) -> type | None:
         return None
 
     class DrainingASGIProtocol(protocol_class):
-        _graceful_announced: tuple | None = None  # (request, close) as the response started
+        # request id -> (request, close) as each response started; a few, since an app call can
+        # still be finishing on the connection while the next request is answered.
+        _graceful_announced: dict | None = None
 
-        def _will_close(self, request, response_requires_close):
+        def _will_close(self, request, *args, **kwargs):
             announced = self._graceful_announced
-            if announced is not None and announced[0] is request:
-                return announced[1]
-            close = super()._will_close(request, response_requires_close)
+            if announced is None:
+                announced = self._graceful_announced = {}
+            seen = announced.get(id(request))
+            if seen is not None and seen[0] is request:
+                return seen[1]
+            close = super()._will_close(request, *args, **kwargs)
             drain = getattr(self.worker, "graceful_drain", None)
             close = close or bool(drain is not None and drain.active)
-            self._graceful_announced = (request, close)
+            announced[id(request)] = (request, close)
+            while len(announced) > ANNOUNCED_KEPT:
+                del announced[next(iter(announced))]
             return close
 
     DrainingASGIProtocol.__name__ = DrainingASGIProtocol.__qualname__ = protocol_class.__name__
@@ -190,9 +199,13 @@ def install_uvicorn_drain(drain: Drain, log) -> bool:
         stock_handler(sig, frame)
 
     def begin_drain(sig, frame):
-        stop_accepting(loop, getattr(server, "servers", ()))  # set once uvicorn listens, after startup
-        log_drain_start(log, drain, open_connections())
-        drain.task = loop.create_task(drain_then_exit(sig, frame))
+        try:
+            stop_accepting(loop, getattr(server, "servers", ()))  # set once uvicorn listens, after startup
+            log_drain_start(log, drain, open_connections())
+            drain.task = loop.create_task(drain_then_exit(sig, frame))
+        except Exception as exc:  # draining is an improvement; stopping is what was asked
+            log.warning("Drain not started (%r): stopping the stock way", exc)
+            stock_handler(sig, frame)
 
     def on_sigterm(sig, frame):
         # A signal handler runs between two bytecodes of whatever the loop is doing: hand the

@@ -253,7 +253,7 @@ class ReadinessMixin:
         # gunicorn's asgi worker serves self.asgi, uvicorn-worker serves self.wsgi.
         attr = "asgi" if hasattr(self, "asgi") else "wsgi"
         uvicorn = is_uvicorn_worker(type(self))
-        drain = _drain.Drain(_drain.drain_seconds(self.cfg.keepalive, self.cfg.graceful_timeout)) if uvicorn else None
+        drain = _drain.Drain(_drain.drain_seconds(self.cfg.graceful_timeout)) if uvicorn else None
         gate = AsgiReadinessGate(
             getattr(self, attr),
             self.cfg.worker_health_path,
@@ -289,26 +289,33 @@ class GunicornAsgiDrainMixin:
     def init_process(self):
         from gunicorn.workers import gasgi
 
-        protocol = _drain.draining_asgi_protocol(gasgi.ASGIProtocol)
+        protocol = getattr(gasgi, "ASGIProtocol", None)
+        protocol = _drain.draining_asgi_protocol(protocol) if protocol is not None else None
         if protocol is not None:
             # This process only: the worker builds its connections from the module's name.
             gasgi.ASGIProtocol = protocol
-            self.graceful_drain = _drain.Drain(_drain.drain_seconds(self.cfg.keepalive, self.cfg.graceful_timeout))
+            self.graceful_drain = _drain.Drain(_drain.drain_seconds(self.cfg.graceful_timeout))
         super().init_process()
 
     def handle_exit_signal(self):
         drain = getattr(self, "graceful_drain", None)
         if drain is None or not drain.start():
             return super().handle_exit_signal()
-        _drain.stop_accepting(self.loop, getattr(self, "servers", ()))
-        _drain.log_drain_start(self.log, drain, self.nr_conns)
-        drain.task = self.loop.create_task(self._drain_then_exit(drain))
+        try:
+            _drain.stop_accepting(self.loop, getattr(self, "servers", ()))
+            _drain.log_drain_start(self.log, drain, self.nr_conns)
+            drain.task = self.loop.create_task(self._drain_then_exit(drain))
+        except Exception as exc:  # draining is an improvement; stopping is what was asked
+            self.log.warning("Drain not started (%r): stopping the stock way", exc)
+            return super().handle_exit_signal()
         return None
 
     async def _drain_then_exit(self, drain):
-        await drain.wait(lambda: self.nr_conns)
-        _drain.log_drain_over(self.log, drain, self.nr_conns)
-        super().handle_exit_signal()
+        try:
+            await drain.wait(lambda: self.nr_conns)
+            _drain.log_drain_over(self.log, drain, self.nr_conns)
+        finally:
+            super().handle_exit_signal()
 
 
 _CLASSES: dict = {}

@@ -251,9 +251,11 @@ class WorkerPreloadWarmup(_config.Setting):
     desc = """\
         With ``preload_app``, the master calls the app once on ``worker_health_path``, in-process,
         before it forks, so that what the app builds on its first request (routing and validation
-        tables, caches) is shared by the workers instead of built again in each. An ASGI app is
-        called without lifespan; an error answer is logged and ignored. Leave it off for an app
-        whose first request opens connections or starts threads: the workers would inherit them.
+        tables, caches) is shared by the workers instead of built again in each; once, at start.
+        An ASGI app is called without lifespan, on an event loop of its own that is closed
+        afterwards; an error answer is logged and ignored. Leave it off for an app whose first
+        request opens connections, starts threads or creates objects bound to its event loop
+        (async clients, locks, queues): the workers would inherit them.
         """
 
 

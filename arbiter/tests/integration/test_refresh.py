@@ -50,7 +50,8 @@ def test_refresh_on_demand_periodic_and_hup_fail_no_request(master_factory, kind
 @pytest.mark.parametrize("kind", ["gthread", "asgi", "uvicorn"])
 def test_retiring_worker_answers_the_next_request_on_an_idle_kept_alive_connection(master_factory, kind):
     """The client's next request after the worker was told to stop gets an answer, not a reset."""
-    master = master_factory(kind, workers=1)
+    # A keep-alive timeout far longer than the test, so that only the drain can end the connection.
+    master = master_factory(kind, workers=1, graceful_timeout=70, keepalive=30)
     master.start()
     conn = http.client.HTTPConnection(*master.url()[:2], timeout=10)
     try:
@@ -61,7 +62,7 @@ def test_retiring_worker_answers_the_next_request_on_an_idle_kept_alive_connecti
         master.refresh()
         master.wait_refresh_done(0)
         wait_for(lambda: served_by not in master.ready_pids(), 10, what="the old worker retiring")
-        time.sleep(0.5)  # well inside the keep-alive timeout (5 s): the connection is idle, not expired
+        time.sleep(0.5)  # the connection is idle, well inside its keep-alive timeout
         assert os.path.exists(f"/proc/{served_by}"), "the retiring worker is still draining"
         conn.request("GET", "/")
         second = conn.getresponse()

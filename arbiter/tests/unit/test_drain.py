@@ -9,12 +9,9 @@ import pytest
 from graceful_arbiter import drain
 
 
-@pytest.mark.parametrize(
-    ("keepalive", "graceful_timeout", "expected"),
-    [(2, 30, 3.0), (5, 10, 5.0), (0, 30, 1.0), (75, 30, 15.0), (2, 0, 0.0)],
-)
-def test_drain_lasts_a_keepalive_timeout_and_leaves_half_the_graceful_timeout(keepalive, graceful_timeout, expected):
-    assert drain.drain_seconds(keepalive, graceful_timeout) == expected
+@pytest.mark.parametrize(("graceful_timeout", "expected"), [(30, 15.0), (10, 5.0), (0, 0.0), (-1, 0.0)])
+def test_drain_leaves_half_the_graceful_timeout_for_the_workers_own_exit(graceful_timeout, expected):
+    assert drain.drain_seconds(graceful_timeout) == expected
 
 
 def test_close_header_is_added_once():
@@ -66,8 +63,8 @@ def test_wait_ends_when_the_last_connection_closes_or_at_the_deadline():
     assert asyncio.run(drained()) == 0
 
     stuck = drain.Drain(0.2)
-    stuck.start()
     started = time.monotonic()
+    stuck.start()
     assert asyncio.run(stuck.wait(lambda: 2)) == 2
     assert 0.2 <= time.monotonic() - started < 2
 
@@ -78,7 +75,7 @@ class StockProtocol:
     def __init__(self, worker):
         self.worker = worker
 
-    def _will_close(self, request, response_requires_close):
+    def _will_close(self, request, response_requires_close, *more):
         return response_requires_close
 
 
@@ -101,7 +98,24 @@ def test_asgi_protocol_keeps_what_a_response_announced_and_closes_the_next_one()
     # The next request on the connection is answered with Connection: close.
     assert protocol._will_close(next_request, False) is True
     assert protocol._will_close(next_request, False) is True
-    assert protocol._will_close(object(), True) is True
+    assert protocol._will_close(object(), True, "a later gunicorn's extra argument") is True
+
+
+def test_asgi_protocol_keeps_each_promise_while_an_earlier_call_finishes():
+    """An app call still running after its response makes its second look after the next
+    request's first: each request keeps what its own response announced."""
+    worker = Worker()
+    worker.graceful_drain = drain.Drain(1.0)
+    protocol = drain.draining_asgi_protocol(StockProtocol)(worker)
+    earlier, later = object(), object()
+    assert protocol._will_close(earlier, False) is False
+    assert protocol._will_close(later, False) is False
+    worker.graceful_drain.start()
+    assert protocol._will_close(earlier, False) is False
+    assert protocol._will_close(later, False) is False
+    for _request in range(drain.ANNOUNCED_KEPT * 2):
+        protocol._will_close(object(), False)
+    assert len(protocol._graceful_announced) == drain.ANNOUNCED_KEPT
 
 
 def test_asgi_protocol_without_the_decision_method_retires_the_stock_way():
@@ -138,12 +152,36 @@ def test_stop_accepting_unwatches_listeners_without_closing_them():
         listener.listen()
         server = await loop.create_server(asyncio.Protocol, sock=listener)
         try:
-            left = drain.stop_accepting(loop, [server])
-            return left, server.is_serving(), listener.fileno() >= 0
+            drain.stop_accepting(loop, [server])
+            readers = loop._selector.get_map()  # asyncio's own loop: what it watches
+            watched = any(key.fd == listener.fileno() for key in readers.values())
+            return watched, server.is_serving()
         finally:
             server.close()
             await server.wait_closed()
 
-    left, serving, still_open = asyncio.run(scenario())
-    assert left == 1 and still_open
+    watched, serving = asyncio.run(scenario())
+    assert not watched, "the listener is no longer watched: nothing more is accepted"
     assert serving, "the server stays open so that a connection being set up is not failed"
+
+
+def test_stop_accepting_closes_a_server_whose_loop_does_not_watch_listeners():
+    class Loop:
+        def remove_reader(self, fd):
+            return False
+
+    class Server:
+        sockets = ("listener",)
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    class Listener:
+        def fileno(self):
+            return 7
+
+    server = Server()
+    server.sockets = (Listener(),)
+    drain.stop_accepting(Loop(), [server])
+    assert server.closed
