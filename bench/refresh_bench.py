@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -57,48 +56,15 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def _keepalive_client(port: int, stop, deadline: float, requests: list, failures: list):
-    conn = None
-    while not stop.is_set() and time.monotonic() < deadline:
-        started = time.monotonic()
-        try:
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request("GET", "/")
-            response = conn.getresponse()
-            response.read()
-            if response.status != 200:
-                raise RuntimeError(f"HTTP {response.status}")
-            requests.append((started, time.monotonic() - started))
-            if response.getheader("connection", "").lower() == "close":
-                conn.close()
-                conn = None
-        except Exception as exc:
-            failures.append(f"{type(exc).__name__}: {exc}")
-            if conn is not None:
-                conn.close()
-            conn = None
-            time.sleep(0.01)
-        time.sleep(0.002)
-
-
 def _load_process(port: int, clients: int, seconds: float, stop, results):
-    requests, failures = [], []
-    deadline = time.monotonic() + seconds
-    threads = [
-        threading.Thread(target=_keepalive_client, args=(port, stop, deadline, requests, failures))
-        for _client in range(clients)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    results.send((requests, failures))
+    with Load(port, threads=clients, seconds=seconds, max_requests=10**9, mode="keepalive") as load:
+        stop.wait(seconds)
+    results.send((load.requests, load.failures))
 
 
 class KeepAliveLoad:
-    """Keep-alive clients in a process of their own, so that the benchmark's own polling of the
-    master does not hold their interpreter lock. Bounded by `seconds`; records (start, latency)."""
+    """The test harness's keep-alive clients in a process of their own, so that the benchmark's
+    own polling of the master does not hold their interpreter lock. Bounded by `seconds`."""
 
     def __init__(self, port: int, clients: int = 4, seconds: float = 120):
         context = multiprocessing.get_context("fork")
@@ -182,7 +148,6 @@ class Server:
         return str(self.workdir / f"ctl-{self.port}.sock")
 
     def wait_serving(self, timeout: float = 60):
-        import http.client
 
         def answers():
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)

@@ -90,6 +90,38 @@ class Drain:
 
         return send_closing_when_draining
 
+    def begin(self, loop, servers, open_connections: Callable[[], int], stock_exit: Callable[[], None], log) -> None:
+        """Start draining in the worker's loop, then run the worker's own graceful exit.
+
+        `stock_exit` runs right away when the drain had already started (a second SIGTERM) or
+        cannot start: draining is an improvement, stopping is what was asked.
+        """
+        if not self.start():
+            stock_exit()
+            return
+        try:
+            stop_accepting(loop, servers)
+            log.info(
+                "Draining %s connections for up to %.1fs: not accepting, answering with Connection: close",
+                open_connections(),
+                self.seconds,
+            )
+            self.task = loop.create_task(self._wait_then_exit(open_connections, stock_exit, log))
+        except Exception as exc:
+            log.warning("Drain not started (%r): stopping the stock way", exc)
+            stock_exit()
+
+    async def _wait_then_exit(self, open_connections, stock_exit, log) -> None:
+        try:
+            left = await self.wait(open_connections)
+            took = time.monotonic() - (self.started_at or time.monotonic())
+            if left:
+                log.info("Drain over after %.1fs with %s connections still open", took, left)
+            else:
+                log.info("Drained in %.2fs", took)
+        finally:
+            stock_exit()
+
 
 def stop_accepting(loop, servers) -> None:
     """Stop accepting on asyncio servers, closing them only where that is safe.
@@ -109,31 +141,15 @@ def stop_accepting(loop, servers) -> None:
             server.close()
 
 
-def log_drain_start(log, drain: Drain, connections: int) -> None:
-    log.info(
-        "Draining %s connections for up to %.1fs: not accepting, answering with Connection: close",
-        connections,
-        drain.seconds,
-    )
-
-
-def log_drain_over(log, drain: Drain, left: int) -> None:
-    took = time.monotonic() - (drain.started_at or time.monotonic())
-    if left:
-        log.info("Drain over after %.1fs with %s connections still open", took, left)
-    else:
-        log.info("Drained in %.2fs", took)
-
-
 # --- gunicorn's asgi worker --------------------------------------------------------------------
 
 
-def draining_asgi_protocol(protocol_class: type) -> type | None:
+def draining_asgi_protocol(protocol_class: type | None) -> type | None:
     """gunicorn's ASGIProtocol, deciding `Connection: close` for every response once draining.
 
     The decision is made when a response starts and looked at again when it ends; the second look
     keeps what the first announced, so a connection promised to stay open is not closed under a
-    client that is about to use it. None when this gunicorn decides elsewhere (the worker then
+    client that is about to use it. None when this gunicorn has no such class or decides elsewhere (the worker then
     retires the stock way).
     """
     if not callable(getattr(protocol_class, "_will_close", None)):
@@ -190,30 +206,17 @@ def install_uvicorn_drain(drain: Drain, log) -> bool:
         return False
     loop = asyncio.get_running_loop()
 
-    def open_connections() -> int:
-        return len(server.server_state.connections)
-
-    async def drain_then_exit(sig, frame):
-        await drain.wait(open_connections)
-        log_drain_over(log, drain, open_connections())
-        stock_handler(sig, frame)
-
-    def begin_drain(sig, frame):
-        try:
-            stop_accepting(loop, getattr(server, "servers", ()))  # set once uvicorn listens, after startup
-            log_drain_start(log, drain, open_connections())
-            drain.task = loop.create_task(drain_then_exit(sig, frame))
-        except Exception as exc:  # draining is an improvement; stopping is what was asked
-            log.warning("Drain not started (%r): stopping the stock way", exc)
-            stock_handler(sig, frame)
-
     def on_sigterm(sig, frame):
         # A signal handler runs between two bytecodes of whatever the loop is doing: hand the
         # work to the loop, which the thread-safe call also wakes up.
-        if drain.start():
-            loop.call_soon_threadsafe(begin_drain, sig, frame)
-        else:
-            stock_handler(sig, frame)  # a second SIGTERM: stop draining
+        loop.call_soon_threadsafe(
+            drain.begin,
+            loop,
+            getattr(server, "servers", ()),  # set once uvicorn listens, after startup
+            lambda: len(server.server_state.connections),
+            lambda: stock_handler(sig, frame),
+            log,
+        )
 
     signal.signal(signal.SIGTERM, on_sigterm)
     return True

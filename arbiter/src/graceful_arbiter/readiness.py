@@ -289,8 +289,7 @@ class GunicornAsgiDrainMixin:
     def init_process(self):
         from gunicorn.workers import gasgi
 
-        protocol = getattr(gasgi, "ASGIProtocol", None)
-        protocol = _drain.draining_asgi_protocol(protocol) if protocol is not None else None
+        protocol = _drain.draining_asgi_protocol(getattr(gasgi, "ASGIProtocol", None))
         if protocol is not None:
             # This process only: the worker builds its connections from the module's name.
             gasgi.ASGIProtocol = protocol
@@ -299,23 +298,10 @@ class GunicornAsgiDrainMixin:
 
     def handle_exit_signal(self):
         drain = getattr(self, "graceful_drain", None)
-        if drain is None or not drain.start():
+        if drain is None:
             return super().handle_exit_signal()
-        try:
-            _drain.stop_accepting(self.loop, getattr(self, "servers", ()))
-            _drain.log_drain_start(self.log, drain, self.nr_conns)
-            drain.task = self.loop.create_task(self._drain_then_exit(drain))
-        except Exception as exc:  # draining is an improvement; stopping is what was asked
-            self.log.warning("Drain not started (%r): stopping the stock way", exc)
-            return super().handle_exit_signal()
-        return None
-
-    async def _drain_then_exit(self, drain):
-        try:
-            await drain.wait(lambda: self.nr_conns)
-            _drain.log_drain_over(self.log, drain, self.nr_conns)
-        finally:
-            super().handle_exit_signal()
+        stock_exit = super().handle_exit_signal
+        return drain.begin(self.loop, getattr(self, "servers", ()), lambda: self.nr_conns, stock_exit, self.log)
 
 
 _CLASSES: dict = {}

@@ -226,9 +226,8 @@ class Load:
     ):
         self.port, self.path, self.host = port, path, host
         self.max_requests, self.seconds = max_requests, seconds
-        self.ok = 0
         self.failures: list[str] = []
-        self.latencies: list[float] = []
+        self.requests: list[tuple[float, float]] = []  # (start, latency) of each answered request
         self.keepalive_failures = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -254,6 +253,10 @@ class Load:
             t.join(timeout=30)
 
     @property
+    def ok(self) -> int:
+        return len(self.requests)
+
+    @property
     def total(self) -> int:
         return self.ok + len(self.failures)
 
@@ -276,8 +279,7 @@ class Load:
                     conn.close()
                     conn = None
                 with self._lock:
-                    self.ok += 1
-                    self.latencies.append(time.monotonic() - start)
+                    self.requests.append((start, time.monotonic() - start))
             except Exception as exc:
                 with self._lock:
                     self.failures.append(

@@ -185,3 +185,40 @@ def test_stop_accepting_closes_a_server_whose_loop_does_not_watch_listeners():
     server.sockets = (Listener(),)
     drain.stop_accepting(Loop(), [server])
     assert server.closed
+
+
+def test_begin_drains_then_exits_and_a_second_sigterm_exits_at_once():
+    import logging
+
+    exits = []
+    open_connections = [1]
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        d = drain.Drain(5.0)
+        d.begin(loop, [], lambda: open_connections[0], lambda: exits.append("after drain"), logging.getLogger("t"))
+        await asyncio.sleep(0.05)
+        assert exits == [], "the worker's own exit waits for the open connection"
+        d.begin(loop, [], lambda: open_connections[0], lambda: exits.append("second"), logging.getLogger("t"))
+        open_connections[0] = 0
+        await d.task
+
+    asyncio.run(scenario())
+    assert exits == ["second", "after drain"]
+
+
+def test_begin_falls_back_to_the_stock_exit_when_the_drain_cannot_start():
+    import logging
+
+    exits = []
+
+    class BrokenLoop:
+        def remove_reader(self, fd):
+            raise RuntimeError("not this loop")
+
+        def create_task(self, coro):
+            coro.close()
+            raise RuntimeError("closed")
+
+    drain.Drain(5.0).begin(BrokenLoop(), [], lambda: 0, lambda: exits.append("stock"), logging.getLogger("t"))
+    assert exits == ["stock"]
