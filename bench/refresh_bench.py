@@ -248,10 +248,10 @@ def measure_refresh(
 def replace_workers(server: Server, graceful: bool, how: str, workers: int, import_seconds: float, old: set):
     if how == "graceful":
         path = master_socket_path(server.ctl, server.proc.pid)
-        before = (request(path, "graceful status")["refresh"]["last"] or {}).get("id", 0)
+        before = (request(path, "graceful status brief")["refresh"]["last"] or {}).get("id", 0)
         request(path, "graceful refresh")
         wait_for(
-            lambda: (request(path, "graceful status")["refresh"]["last"] or {}).get("id", 0) > before,
+            lambda: (request(path, "graceful status brief")["refresh"]["last"] or {}).get("id", 0) > before,
             120,
             0.05,
             what="refresh finished",

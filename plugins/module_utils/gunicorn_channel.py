@@ -79,12 +79,17 @@ def request(path, command, timeout=5.0):
         sock.close()
 
 
-def status(control_socket, pid, timeout=5.0):
-    """The master's `graceful status`, or None when it has no reachable channel."""
+def status(control_socket, pid, timeout=5.0, memory=True):
+    """The master's `graceful status`, or None when it has no reachable channel.
+
+    memory=False asks for `graceful status brief`, without each process's RSS and PSS, which the
+    master reads from /proc at every call: the form for polling during an operation. An arbiter
+    that predates the option ignores it and answers with memory."""
     if not control_socket or not pid:
         return None
+    command = "graceful status" if memory else "graceful status brief"
     try:
-        return request(master_socket_path(control_socket, pid), "graceful status", timeout)
+        return request(master_socket_path(control_socket, pid), command, timeout)
     except ChannelError:
         return None
 

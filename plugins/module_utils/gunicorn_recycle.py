@@ -185,7 +185,7 @@ def observe(pid, target, params, use_channel):
         return False, [], None
     snap = proc.snapshot(pid, target["pidfile"], params["worker_ready_seconds"])
     workers = snap["workers"]
-    status = channel.status(target["control_socket"], pid, timeout=2.0) if use_channel else None
+    status = channel.status(target["control_socket"], pid, timeout=2.0, memory=False) if use_channel else None
     if status is not None:
         states = dict((w["pid"], w.get("state")) for w in status.get("workers") or [])
         workers = [dict(w, ready=bool(w["ready"] and states.get(w["pid"]) == "ready")) for w in workers]

@@ -310,7 +310,7 @@ class Upgrade:
     def apply_channel_readiness(self, pid, workers):
         if not pid or not workers:
             return workers
-        data = channel.status(self.target["control_socket"], pid, timeout=2.0)
+        data = channel.status(self.target["control_socket"], pid, timeout=2.0, memory=False)
         if data is None:
             return workers
         self.channel_seen = True
@@ -319,7 +319,7 @@ class Upgrade:
 
     def check_failed_reexec(self):
         """The bundled arbiter reports a new master that died before we saw it: fail the spawn at once."""
-        data = channel.status(self.target["control_socket"], self.old_pid, timeout=2.0)
+        data = channel.status(self.target["control_socket"], self.old_pid, timeout=2.0, memory=False)
         last = ((data or {}).get("master") or {}).get("last_upgrade") or {}
         if last.get("outcome") == "failed" and (last.get("at") or 0) >= self.phase_started - 1:
             self.state["new_pid"] = last.get("pid")

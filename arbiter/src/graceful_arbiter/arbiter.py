@@ -24,6 +24,7 @@ import dataclasses
 import gc
 import importlib
 import os
+import select
 import signal
 import sys
 import threading
@@ -39,7 +40,7 @@ from graceful_arbiter import settings as _settings  # noqa: F401  (registers the
 from graceful_arbiter.client import master_socket_path
 
 GENERATION_ENV = "GRACEFUL_GUNICORN_GENERATION"
-POLL_INTERVAL = 0.1  # main loop wake-up while workers boot or retire: readiness arrives over a pipe
+POLL_INTERVAL = 0.1  # main loop wake-up while workers boot or retire (boot timeouts, exits)
 WATCH_INTERVAL = 2.0  # memory ceiling and watched files
 
 # Modules worker classes import lazily in each worker; preloaded with `worker_preimport = ["auto"]`.
@@ -174,6 +175,7 @@ class GracefulArbiter(Arbiter):
         self._ready_r, self._ready_w = os.pipe()
         os.set_blocking(self._ready_r, False)
         readiness.REPORT_FD = self._ready_w
+        self._ready_drained = threading.Event()
         self._refresh: Refresh | None = None
         self._last_refresh: Refresh | None = None
         self._refresh_seq = 0
@@ -273,8 +275,28 @@ class GracefulArbiter(Arbiter):
 
     # --- the loop -------------------------------------------------------------------------
 
+    def start(self):
+        super().start()
+        threading.Thread(target=self._wake_on_ready_reports, name="graceful-ready-reports", daemon=True).start()
+
+    def _wake_on_ready_reports(self):
+        """Wake the main loop as soon as a worker reports, rather than at its next poll.
+
+        Each replacement in a refresh waits for one report, so waiting for the poll would add up
+        to POLL_INTERVAL per worker. The loop reads the pipe itself (`_read_ready_reports`) and
+        sets `_ready_drained`; until then this thread does not look again, or it would spin.
+        """
+        while True:
+            try:
+                select.select([self._ready_r], [], [])
+            except OSError:
+                return  # the pipe is closed: the master is going away
+            self._ready_drained.clear()
+            self.wakeup()
+            self._ready_drained.wait(POLL_INTERVAL)
+
     def wait_for_signals(self, timeout=1.0):
-        # Readiness reports arrive over a pipe, not as signals: poll it often while it matters.
+        # Boot timeouts and retirements are watched by the loop: poll often while they matter.
         if self._busy():
             timeout = min(timeout, POLL_INTERVAL)
         return super().wait_for_signals(timeout=timeout)
@@ -388,6 +410,7 @@ class GracefulArbiter(Arbiter):
             if not chunk:
                 break
             data += chunk
+        self._ready_drained.set()
         for pid, ok, detail in readiness.parse_reports(data):
             worker = self.WORKERS.get(pid)
             if worker is None:
@@ -731,7 +754,10 @@ class GracefulArbiter(Arbiter):
         """`graceful ...` commands; runs in the control socket thread, so it only reads snapshots."""
         command = args[0].lower() if args else "status"
         if command == "status":
-            return self._status_with_memory()
+            options = [arg.lower() for arg in args[1:]]
+            if options not in ([], ["brief"]):
+                raise ValueError(f"graceful status takes no argument or 'brief', not {' '.join(args[1:])!r}")
+            return dict(self._status) if options else self._status_with_memory()
         if command == "refresh":
             self._request_seq += 1
             self._control_requests.append(("refresh", self._request_seq))
@@ -739,7 +765,7 @@ class GracefulArbiter(Arbiter):
             refresh = self._status.get("refresh", {})
             return {"accepted": True, "request_id": self._request_seq, "in_progress": refresh.get("in_progress")}
         if command == "help":
-            return {"commands": ["graceful status", "graceful refresh", "graceful help"]}
+            return {"commands": ["graceful status", "graceful status brief", "graceful refresh", "graceful help"]}
         raise ValueError(f"Unknown graceful command: {command}")
 
     def _publish_status(self):

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from graceful_arbiter.client import ControlError, request
+
 from .harness import CapacityWatch, Load, wait_for
 
 pytestmark = pytest.mark.slow
@@ -72,3 +74,35 @@ def test_retiring_worker_answers_the_next_request_on_an_idle_kept_alive_connecti
     assert second.status == 200
     assert body["pid"] == served_by, "answered by the retiring worker, on the same connection"
     assert second.getheader("connection", "").lower() == "close"
+
+
+def test_status_is_answered_at_once_while_a_refresh_forks_workers(master_factory):
+    """gunicorn 27 stops its control thread around each fork; a client caught then got no answer."""
+    master = master_factory("asgi", workers=4, preload_app=True)
+    master.start()
+    path = master.socket_of(master.pid)
+    answered, unanswered = [], []
+
+    def poll_brief_status():
+        started = time.monotonic()
+        try:
+            request(path, "graceful status brief", timeout=2, connect_retry=0)
+            answered.append(time.monotonic() - started)
+        except (OSError, ControlError) as exc:
+            unanswered.append(repr(exc))
+
+    last = 0
+    for _round in range(3):
+        master.refresh()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            poll_brief_status()
+            refresh = request(path, "graceful status brief", timeout=2)["refresh"]
+            if refresh["last"] and refresh["last"]["id"] > last and not refresh["in_progress"]:
+                last = refresh["last"]["id"]
+                break
+    assert unanswered == [], unanswered[:3]
+    assert len(answered) >= 3
+    assert master.log().count("Control socket listening at") == 1, "the control socket was restarted"
+    brief, full = master.command("graceful status brief"), master.status()
+    assert "pss" in full["workers"][0] and "pss" not in brief["workers"][0]
