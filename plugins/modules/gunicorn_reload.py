@@ -278,8 +278,8 @@ def main():
                 boot_failure=(since(now_status.get("last_boot_failure"), hup_at - 0.5) or {}).get("reason"),
             )
         elif use_channel and alive:
-            # The arbiter's socket closes and reopens around each fork and may miss a busy poll: keep what it
-            # said last, and judge by /proc only once it has stayed silent.
+            # A poll can go unanswered (a busy master, or an older arbiter that closed its socket around
+            # each fork): keep what it said last, and judge by /proc only once it has stayed silent.
             channel_lost_since = channel_lost_since or time.time()
             if time.time() - channel_lost_since > CHANNEL_SILENCE:
                 state["channel"] = False

@@ -57,8 +57,8 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 def request(socket_path: str, command: str, timeout: float = 10.0, connect_retry: float = 3.0) -> dict:
     """Send one command, return the reply's data; raise ControlError on an error reply.
 
-    The master closes and reopens its socket around each fork, so refused or missing sockets are
-    retried for `connect_retry` seconds.
+    The master opens its socket once its first workers are spawned, so a refused or missing socket
+    is retried for `connect_retry` seconds.
     """
     deadline = time.monotonic() + connect_retry
     while True:
