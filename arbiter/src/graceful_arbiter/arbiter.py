@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import gc
 import importlib
+import itertools
 import os
 import select
 import signal
@@ -181,7 +182,7 @@ class GracefulArbiter(Arbiter):
         self._refresh_seq = 0
         self._pending: tuple | None = None  # (trigger, request_id) of an explicit refresh
         self._control_requests: deque = deque()  # filled by the control socket thread
-        self._request_seq = 0
+        self._request_ids = itertools.count(1)  # control threads take ids concurrently
         self._refresh_failures = 0
         self._refresh_not_before = 0.0
         self._respawn_failures = 0
@@ -757,13 +758,13 @@ class GracefulArbiter(Arbiter):
             options = [arg.lower() for arg in args[1:]]
             if options not in ([], ["brief"]):
                 raise ValueError(f"graceful status takes no argument or 'brief', not {' '.join(args[1:])!r}")
-            return dict(self._status) if options else self._status_with_memory()
+            return self._status_with_ages() if options else self._status_with_memory()
         if command == "refresh":
-            self._request_seq += 1
-            self._control_requests.append(("refresh", self._request_seq))
+            request_id = next(self._request_ids)
+            self._control_requests.append(("refresh", request_id))
             self.wakeup()
             refresh = self._status.get("refresh", {})
-            return {"accepted": True, "request_id": self._request_seq, "in_progress": refresh.get("in_progress")}
+            return {"accepted": True, "request_id": request_id, "in_progress": refresh.get("in_progress")}
         if command == "help":
             return {"commands": ["graceful status", "graceful status brief", "graceful refresh", "graceful help"]}
         raise ValueError(f"Unknown graceful command: {command}")
@@ -831,13 +832,16 @@ class GracefulArbiter(Arbiter):
             "published_at": wall,
         }
 
-    def _status_with_memory(self) -> dict:
+    def _status_with_ages(self) -> dict:
         status = dict(self._status)
         now = time.time()
-        workers = []
-        for worker in status.get("workers", []):
-            usage = memory.read_usage(worker["pid"])
-            workers.append(dict(worker, age_seconds=round(now - worker["born_at"], 1), **usage))
-        status["workers"] = workers
+        status["workers"] = [
+            dict(worker, age_seconds=round(now - worker["born_at"], 1)) for worker in status.get("workers", [])
+        ]
+        return status
+
+    def _status_with_memory(self) -> dict:
+        status = self._status_with_ages()
+        status["workers"] = [dict(worker, **memory.read_usage(worker["pid"])) for worker in status["workers"]]
         status["master"] = dict(status.get("master", {}), **memory.read_usage(os.getpid()))
         return status

@@ -57,8 +57,8 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 def request(socket_path: str, command: str, timeout: float = 10.0, connect_retry: float = 3.0) -> dict:
     """Send one command, return the reply's data; raise ControlError on an error reply.
 
-    The master opens its socket once its first workers are spawned, so a refused or missing socket
-    is retried for `connect_retry` seconds.
+    A starting master opens its socket only after some of its setup (gunicorn 27: once its first
+    workers are spawned), so a refused or missing socket is retried for `connect_retry` seconds.
     """
     deadline = time.monotonic() + connect_retry
     while True:

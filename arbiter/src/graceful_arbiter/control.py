@@ -11,18 +11,21 @@ an asyncio loop in a thread that it stops before every fork and starts again aft
 worker costs a thread and a loop, and a client connected at that moment waits for its timeout
 without an answer, which is when a refresh is polled. Here a plain thread accepts on a blocking
 socket, one thread per client: a fork needs nothing stopped, since the child runs only the forking
-thread and merely closes its copies of the sockets (`_close_in_child`). What the client threads
-read is the master's published snapshot, so no lock is held across a fork.
+thread and merely closes its copies of the sockets (`_close_in_child`). A fork waits for the short
+moment between accepting a connection and registering it, so that no worker keeps a copy the
+master does not know of. The `graceful` commands read the master's published snapshot; gunicorn's
+own commands run as they do under gunicorn.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shlex
 import socket
+import tempfile
 import threading
-import time
 import weakref
 
 from gunicorn.ctl.protocol import ControlProtocol, ProtocolError, make_error_response, make_response
@@ -31,18 +34,35 @@ from gunicorn.ctl.server import ControlSocketServer
 CLIENT_IDLE_TIMEOUT = 300.0  # as gunicorn: an idle interactive client is let go after 5 minutes
 LISTEN_BACKLOG = 16
 ACCEPT_RETRY_DELAY = 0.1
+STOP_CHECK_INTERVAL_MS = 1000  # how often the accept thread looks at `_running` when nothing connects
 
 _servers: weakref.WeakSet = weakref.WeakSet()
 
 
+_held_over_fork: list = []
+
+
+def _hold_registrations():
+    """Before a fork: no connection may be accepted and not yet registered (see `_accept_one`)."""
+    for server in list(_servers):
+        server._clients_lock.acquire()
+        _held_over_fork.append(server._clients_lock)
+
+
+def _release_registrations():
+    while _held_over_fork:
+        _held_over_fork.pop().release()
+
+
 def _close_in_child():
     """After a fork, in the child: the sockets are the master's, not the worker's."""
+    _held_over_fork.clear()  # the locks were held by the parent; forget() makes new ones
     for server in list(_servers):
         server.forget()
     _servers.clear()
 
 
-os.register_at_fork(after_in_child=_close_in_child)
+os.register_at_fork(before=_hold_registrations, after_in_parent=_release_registrations, after_in_child=_close_in_child)
 
 
 def dispatch(message, execute, log=None) -> dict:
@@ -89,14 +109,9 @@ class GracefulControlServer(ControlSocketServer):
             os.unlink(self.socket_path)  # a stale socket of a master with this PID before
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            # Bound under a umask that leaves no window in which the socket is wider than its mode.
-            umask = os.umask(0o777 & ~self.socket_mode)
-            try:
-                listener.bind(self.socket_path)
-            finally:
-                os.umask(umask)
-            os.chmod(self.socket_path, self.socket_mode)
+            self._bind_with_mode(listener)
             listener.listen(LISTEN_BACKLOG)
+            listener.setblocking(False)  # accepted only once poll() said so, see _accept_one
         except OSError:
             listener.close()
             raise
@@ -107,6 +122,23 @@ class GracefulControlServer(ControlSocketServer):
         self._thread.start()
         if self.arbiter.log:
             self.arbiter.log.info("Control socket listening at %s", self.socket_path)
+
+    def _bind_with_mode(self, listener: socket.socket):
+        """Bind at socket_path with socket_mode, never wider in between.
+
+        The socket is made in a private (0700) directory beside the path, given its mode there,
+        then renamed into place: no window, and no process-wide umask change under other threads.
+        """
+        staging = tempfile.mkdtemp(prefix=".ctl-", dir=os.path.dirname(self.socket_path) or ".")
+        staged = os.path.join(staging, "s")
+        try:
+            listener.bind(staged)
+            os.chmod(staged, self.socket_mode)
+            os.replace(staged, self.socket_path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(staged)
+            os.rmdir(staging)
 
     def stop(self):
         if not self._running:
@@ -154,19 +186,47 @@ class GracefulControlServer(ControlSocketServer):
 
     def _accept_loop(self):
         listener = self._listener
-        while self._running and listener is not None:
+        waiting = select.poll()
+        waiting.register(listener, select.POLLIN)
+        while self._running:
             try:
-                client, _address = listener.accept()
+                if not waiting.poll(STOP_CHECK_INTERVAL_MS):
+                    continue
+                client = self._accept_one(listener)
             except OSError:
                 if not self._running:
                     return
-                time.sleep(ACCEPT_RETRY_DELAY)  # ECONNABORTED, EMFILE: keep accepting, without spinning
+                # ECONNABORTED, EMFILE...: keep accepting, without spinning.
+                threading.Event().wait(ACCEPT_RETRY_DELAY)
                 continue
-            with self._clients_lock:
-                self._clients.add(client)
+            if client is not None:
+                self._start_client_thread(client)
+
+    def _accept_one(self, listener: socket.socket):
+        """Accept and register under the lock the fork handlers hold: a fork sees both or neither."""
+        with self._clients_lock:
+            try:
+                client, _address = listener.accept()
+            except BlockingIOError:
+                return None  # another wake-up took it
+            self._clients.add(client)
+        client.setblocking(True)
+        return client
+
+    def _start_client_thread(self, client: socket.socket):
+        try:
             threading.Thread(
                 target=self._serve_client, args=(client,), name="graceful-control-client", daemon=True
             ).start()
+        except RuntimeError as exc:  # no thread to be had (TasksMax, ulimit -u): refuse this one
+            if self.arbiter.log:
+                self.arbiter.log.warning("Control socket: connection refused, no thread: %s", exc)
+            self._forget_client(client)
+
+    def _forget_client(self, client: socket.socket):
+        with self._clients_lock:
+            self._clients.discard(client)
+        client.close()
 
     def _serve_client(self, client: socket.socket):
         client.settimeout(CLIENT_IDLE_TIMEOUT)
@@ -177,9 +237,8 @@ class GracefulControlServer(ControlSocketServer):
                 except (ConnectionError, ProtocolError, OSError, ValueError):
                     return
                 ControlProtocol.write_message(client, dispatch(message, self._execute_command, self.arbiter.log))
-        except OSError:
-            return
+        except Exception as exc:  # a write that failed, a reply that is not JSON: end this client only
+            if self.arbiter.log:
+                self.arbiter.log.debug("Control client ended: %r", exc)
         finally:
-            with self._clients_lock:
-                self._clients.discard(client)
-            client.close()
+            self._forget_client(client)

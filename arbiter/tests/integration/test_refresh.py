@@ -101,8 +101,13 @@ def test_status_is_answered_at_once_while_a_refresh_forks_workers(master_factory
             if refresh["last"] and refresh["last"]["id"] > last and not refresh["in_progress"]:
                 last = refresh["last"]["id"]
                 break
+        else:
+            pytest.fail(f"refresh after {last} did not finish:\n{master.log()}")
     assert unanswered == [], unanswered[:3]
     assert len(answered) >= 3
     assert master.log().count("Control socket listening at") == 1, "the control socket was restarted"
     brief, full = master.command("graceful status brief"), master.status()
     assert "pss" in full["workers"][0] and "pss" not in brief["workers"][0]
+    assert "age_seconds" in brief["workers"][0]
+    with pytest.raises(ControlError, match="takes no argument or 'brief'"):
+        master.command("graceful status everything")

@@ -113,6 +113,7 @@ def test_stop_removes_the_socket_and_ends_connected_clients(tmp_path):
     arbiter = StandInArbiter()
     srv = GracefulControlServer(arbiter, str(tmp_path / "ctl.sock"))
     srv.start()
+    accept_thread = srv._thread
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(5)
     sock.connect(srv.socket_path)
@@ -121,7 +122,7 @@ def test_stop_removes_the_socket_and_ends_connected_clients(tmp_path):
     assert not os.path.exists(srv.socket_path)
     assert sock.recv(1) == b""  # EOF, not a wait for a timeout
     sock.close()
-    assert srv._thread is None
+    assert not accept_thread.is_alive()
 
 
 def test_start_replaces_a_stale_socket_file(tmp_path):
@@ -151,3 +152,32 @@ def test_start_replaces_a_stale_socket_file(tmp_path):
 )
 def test_dispatch(message, expected):
     assert dispatch(message, lambda parts: parts) == expected
+
+
+def test_socket_is_never_wider_than_its_mode_and_leaves_nothing_beside_it(tmp_path):
+    """Bound in a private directory and renamed into place, not under a process-wide umask."""
+    umask = os.umask(0)  # the widest umask: a plain bind would make the socket 0777
+    try:
+        srv = GracefulControlServer(StandInArbiter(), str(tmp_path / "ctl.sock"), 0o660)
+        srv.start()
+    finally:
+        os.umask(umask)
+    try:
+        assert stat.S_IMODE(os.stat(srv.socket_path).st_mode) == 0o660
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["ctl.sock"]
+    finally:
+        srv.stop()
+
+
+def test_a_connection_is_refused_cleanly_when_no_thread_can_be_started(server, monkeypatch):
+    def no_thread(*args, **kwargs):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr("graceful_arbiter.control.threading.Thread.start", no_thread)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(server.socket_path)
+        assert sock.recv(1) == b""  # closed at once, not left hanging
+    monkeypatch.undo()
+    assert client.request(server.socket_path, "graceful z")["args"] == ["z"]
+    assert server._thread.is_alive()
