@@ -168,6 +168,23 @@ def describe_exit(status: int) -> tuple[int | None, str]:
     return None, f"ended with status {status}"
 
 
+def describe_worker_exit(status: int, stop_requested: bool, killed_by_master: bool) -> tuple[str, str]:
+    """(log level, text) of a worker's end, as the master logs it.
+
+    A worker told to stop that ends on the SIGTERM it was sent (uvicorn re-raises it) has done as
+    asked: info, in words that do not read like a crash. A SIGKILL from the master (graceful_timeout
+    passed, or a boot that failed) is a warning.
+    """
+    code, how = describe_exit(status)
+    if killed_by_master:
+        return "warning", f"{how} (sent by the master)"
+    if stop_requested and os.WIFSIGNALED(status):
+        if os.WTERMSIG(status) == signal.SIGTERM:
+            return "info", "stopped on the SIGTERM it was sent"
+        return "warning", how  # it crashed on its way out
+    return ("info" if stop_requested or code == 0 else "error"), how
+
+
 class GracefulArbiter(Arbiter):
     """The master process. Behaviour beyond stock gunicorn is added handler by handler."""
 
@@ -452,8 +469,8 @@ class GracefulArbiter(Arbiter):
                     continue  # an orphan reparented to us (gunicorn as PID 1)
                 code, how = describe_exit(status)
                 expected = worker.graceful_retiring_since is not None or self._stopping
-                log = self.log.info if expected or code == 0 else self.log.error
-                log("Worker (pid:%s) %s", wpid, how)
+                level, text = describe_worker_exit(status, expected, worker.graceful_killed)
+                getattr(self.log, level)("Worker (pid:%s) %s", wpid, text)
                 worker.tmp.close()
                 self.cfg.child_exit(self, worker)
                 if not worker.graceful_ready and not expected and not self._stopping:

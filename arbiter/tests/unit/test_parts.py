@@ -288,3 +288,29 @@ def test_worker_exit_runs_atexit_handlers_and_skips_the_teardown(tmp_path, code,
     assert done.stdout == "buffered atexit ran\n", "atexit handlers run and streams are flushed, no teardown"
     if isinstance(code, str):
         assert code in done.stderr
+
+
+def _signalled(sig: int) -> int:
+    return sig  # a wait status for "killed by sig" (no core dump)
+
+
+def _exited(code: int) -> int:
+    return code << 8
+
+
+@pytest.mark.parametrize(
+    ("status", "stop_requested", "killed_by_master", "expected"),
+    [
+        (_signalled(15), True, False, ("info", "stopped on the SIGTERM it was sent")),
+        (_exited(0), True, False, ("info", "exited with code 0")),
+        (_signalled(9), True, True, ("warning", "killed by SIGKILL (sent by the master)")),
+        (_signalled(15), False, False, ("error", "killed by SIGTERM")),
+        (_exited(3), False, False, ("error", "exited with code 3 (worker failed to boot)")),
+        (_exited(0), False, False, ("info", "exited with code 0")),
+        (_signalled(11), True, False, ("warning", "killed by SIGSEGV")),
+    ],
+)
+def test_describe_worker_exit(status, stop_requested, killed_by_master, expected):
+    from graceful_arbiter.arbiter import describe_worker_exit
+
+    assert describe_worker_exit(status, stop_requested, killed_by_master) == expected
