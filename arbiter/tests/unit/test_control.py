@@ -181,3 +181,41 @@ def test_a_connection_is_refused_cleanly_when_no_thread_can_be_started(server, m
     monkeypatch.undo()
     assert client.request(server.socket_path, "graceful z")["args"] == ["z"]
     assert server._thread.is_alive()
+
+
+def test_a_readiness_report_wakes_the_master_loop_and_an_undrained_pipe_does_not_spin():
+    """GracefulArbiter._wake_on_ready_reports on a stand-in master: a real pipe and a real thread."""
+    import threading
+    import time
+    import types
+
+    from graceful_arbiter.arbiter import POLL_INTERVAL, GracefulArbiter
+
+    read_end, write_end = os.pipe()
+    wakeups = []
+    master = types.SimpleNamespace(
+        _ready_r=read_end, _ready_drained=threading.Event(), wakeup=lambda: wakeups.append(time.monotonic())
+    )
+    watcher = threading.Thread(target=GracefulArbiter._wake_on_ready_reports, args=(master,), daemon=True)
+    watcher.start()
+    time.sleep(0.2)
+    assert wakeups == []  # nothing reported, nothing woken
+    os.write(write_end, b"123 ok\n")
+    deadline = time.monotonic() + 5
+    while not wakeups and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert wakeups, "the report did not wake the loop"
+    # The loop has not read the pipe: the watcher looks again only every POLL_INTERVAL, not in a spin.
+    time.sleep(POLL_INTERVAL * 5)
+    assert len(wakeups) <= 7
+    # The loop reads the pipe and says so: no more wake-ups.
+    os.read(read_end, 100)
+    master._ready_drained.set()
+    time.sleep(POLL_INTERVAL * 2)
+    settled = len(wakeups)
+    time.sleep(POLL_INTERVAL * 3)
+    assert len(wakeups) == settled
+    os.close(write_end)  # EOF makes the pipe readable; closing the read end ends the watcher
+    os.close(read_end)
+    watcher.join(5)
+    assert not watcher.is_alive()
