@@ -769,7 +769,7 @@ class GracefulArbiter(Arbiter):
             pass
 
     def control_command(self, args: list) -> dict:
-        """`graceful ...` commands; runs in the control socket thread, so it only reads snapshots."""
+        """`graceful ...` commands; run on control client threads, so they only read snapshots."""
         command = args[0].lower() if args else "status"
         if command == "status":
             options = [arg.lower() for arg in args[1:]]
