@@ -9,8 +9,8 @@ Commands are gunicorn's (`show workers`, `worker add 1`, `reload`...) plus:
 The wire format is gunicorn's (a 4-byte big-endian length, then JSON). gunicorn 27 serves it from
 an asyncio loop in a thread that it stops before every fork and starts again after: each spawned
 worker costs a thread and a loop, and a client connected at that moment waits for its timeout
-without an answer, which is when a refresh is polled. Here a plain thread accepts on a blocking
-socket, one thread per client: a fork needs nothing stopped, since the child runs only the forking
+without an answer, which is when a refresh is polled. Here a plain thread waits for connections
+with poll(), one thread per client: a fork needs nothing stopped, since the child runs only the forking
 thread and merely closes its copies of the sockets (`_close_in_child`). A fork waits for the short
 moment between accepting a connection and registering it, so that no worker keeps a copy the
 master does not know of. The `graceful` commands read the master's published snapshot; gunicorn's
@@ -105,8 +105,6 @@ class GracefulControlServer(ControlSocketServer):
         socket_dir = os.path.dirname(self.socket_path)
         if socket_dir and not os.path.isdir(socket_dir):
             os.makedirs(socket_dir, mode=0o700)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)  # a stale socket of a master with this PID before
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._bind_with_mode(listener)
@@ -128,6 +126,7 @@ class GracefulControlServer(ControlSocketServer):
 
         The socket is made in a private (0700) directory beside the path, given its mode there,
         then renamed into place: no window, and no process-wide umask change under other threads.
+        The rename also replaces a stale socket left by an earlier master with this PID.
         """
         staging = tempfile.mkdtemp(prefix=".ctl-", dir=os.path.dirname(self.socket_path) or ".")
         staged = os.path.join(staging, "s")
@@ -147,7 +146,7 @@ class GracefulControlServer(ControlSocketServer):
         _servers.discard(self)
         listener, self._listener = self._listener, None
         if listener is not None:
-            # shutdown() wakes the thread blocked in accept() (Linux); close() alone would not.
+            # shutdown() wakes the thread waiting in poll() at once, not at its next check.
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()

@@ -59,6 +59,10 @@ class Drain:
         self.started_at: float | None = None
         self.task: asyncio.Task | None = None  # the wait, kept referenced while it runs
 
+    @classmethod
+    def for_graceful_timeout(cls, graceful_timeout: float) -> Drain:
+        return cls(drain_seconds(graceful_timeout))
+
     @property
     def active(self) -> bool:
         return self.started_at is not None

@@ -235,12 +235,16 @@ def _based_on(worker_class: type, *prefixes: str) -> bool:
     return any((base.__module__ or "").startswith(prefixes) for base in worker_class.__mro__)
 
 
-def is_asgi_worker(worker_class: type) -> bool:
-    return _based_on(worker_class, "uvicorn", "gunicorn.workers.gasgi")
-
-
 def is_uvicorn_worker(worker_class: type) -> bool:
     return _based_on(worker_class, "uvicorn")
+
+
+def is_gunicorn_asgi_worker(worker_class: type) -> bool:
+    return _based_on(worker_class, "gunicorn.workers.gasgi")
+
+
+def is_asgi_worker(worker_class: type) -> bool:
+    return is_uvicorn_worker(worker_class) or is_gunicorn_asgi_worker(worker_class)
 
 
 class ReadinessMixin:
@@ -253,7 +257,7 @@ class ReadinessMixin:
         # gunicorn's asgi worker serves self.asgi, uvicorn-worker serves self.wsgi.
         attr = "asgi" if hasattr(self, "asgi") else "wsgi"
         uvicorn = is_uvicorn_worker(type(self))
-        drain = _drain.Drain(_drain.drain_seconds(self.cfg.graceful_timeout)) if uvicorn else None
+        drain = _drain.Drain.for_graceful_timeout(self.cfg.graceful_timeout) if uvicorn else None
         gate = AsgiReadinessGate(
             getattr(self, attr),
             self.cfg.worker_health_path,
@@ -293,7 +297,7 @@ class GunicornAsgiDrainMixin:
         if protocol is not None:
             # This process only: the worker builds its connections from the module's name.
             gasgi.ASGIProtocol = protocol
-            self.graceful_drain = _drain.Drain(_drain.drain_seconds(self.cfg.graceful_timeout))
+            self.graceful_drain = _drain.Drain.for_graceful_timeout(self.cfg.graceful_timeout)
         super().init_process()
 
     def handle_exit_signal(self):
@@ -313,7 +317,7 @@ def with_readiness(worker_class: type) -> type:
         return worker_class
     if worker_class not in _CLASSES:
         mixins = (ReadinessMixin,)
-        if _based_on(worker_class, "gunicorn.workers.gasgi") and hasattr(worker_class, "handle_exit_signal"):
+        if is_gunicorn_asgi_worker(worker_class) and hasattr(worker_class, "handle_exit_signal"):
             mixins += (GunicornAsgiDrainMixin,)
         _CLASSES[worker_class] = type(
             worker_class.__name__,

@@ -83,21 +83,22 @@ def test_status_is_answered_at_once_while_a_refresh_forks_workers(master_factory
     path = master.socket_of(master.pid)
     answered, unanswered = [], []
 
-    def poll_brief_status():
+    def poll_brief_status() -> dict:
         started = time.monotonic()
         try:
-            request(path, "graceful status brief", timeout=2, connect_retry=0)
-            answered.append(time.monotonic() - started)
+            status = request(path, "graceful status brief", timeout=2, connect_retry=0)
         except (OSError, ControlError) as exc:
             unanswered.append(repr(exc))
+            return {"refresh": {"last": None, "in_progress": True}}
+        answered.append(time.monotonic() - started)
+        return status
 
     last = 0
     for _round in range(3):
         master.refresh()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            poll_brief_status()
-            refresh = request(path, "graceful status brief", timeout=2)["refresh"]
+            refresh = poll_brief_status()["refresh"]
             if refresh["last"] and refresh["last"]["id"] > last and not refresh["in_progress"]:
                 last = refresh["last"]["id"]
                 break

@@ -12,6 +12,7 @@ from graceful_arbiter import drain
 @pytest.mark.parametrize(("graceful_timeout", "expected"), [(30, 15.0), (10, 5.0), (0, 0.0), (-1, 0.0)])
 def test_drain_leaves_half_the_graceful_timeout_for_the_workers_own_exit(graceful_timeout, expected):
     assert drain.drain_seconds(graceful_timeout) == expected
+    assert drain.Drain.for_graceful_timeout(graceful_timeout).seconds == expected
 
 
 def test_close_header_is_added_once():

@@ -179,6 +179,7 @@ def test_is_asgi_worker():
 
     assert readiness.is_asgi_worker(ASGIWorker) and readiness.is_asgi_worker(UvicornWorker)
     assert not readiness.is_asgi_worker(ThreadWorker)
+    assert readiness.is_gunicorn_asgi_worker(ASGIWorker) and not readiness.is_gunicorn_asgi_worker(UvicornWorker)
     wrapped = readiness.with_readiness(ThreadWorker)
     assert issubclass(wrapped, ThreadWorker) and readiness.with_readiness(wrapped) is wrapped
     assert wrapped.__name__ == "ThreadWorker"
