@@ -3,41 +3,35 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""HTTP health probe over TCP (http/https) or a unix socket, stdlib http.client only."""
+"""HTTP health probe over TCP (http/https) or a unix socket, through ansible.module_utils.urls.
+
+TLS is verified as ansible's `make_context` does (`validate_certs`, `ca_path`). When `host_header`
+is set, it is also the TLS server name: the SNI sent and the name the certificate must carry, so an
+https probe to an address checks the certificate of the virtual host it asks for. A probe goes
+straight to its address: no proxy from the environment, no ~/.netrc credentials, no redirects
+followed (a 3xx is a status like any other).
+"""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
 import re
-import socket
-import ssl
 import time
+
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
+from ansible.module_utils.urls import Request, make_context
 
 try:
     import http.client as http_client
+    import urllib.error as urllib_error
     from urllib.parse import urlsplit
 except ImportError:  # pragma: no cover - Python 2 is not supported, but sanity's import test runs it
     http_client = None
+    urllib_error = None
     urlsplit = None
 
-
-class UnixHTTPConnection(http_client.HTTPConnection if http_client else object):
-    """An HTTPConnection to a unix domain socket; `host` only fills the Host header."""
-
-    def __init__(self, socket_path, host="localhost", timeout=5.0):
-        http_client.HTTPConnection.__init__(self, host, timeout=timeout)
-        self.socket_path = socket_path
-
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except Exception:
-            sock.close()
-            raise
-        self.sock = sock
+BODY_LIMIT = 65536  # bytes of a response body read for body_pattern
 
 
 def build_probe(params):
@@ -106,44 +100,80 @@ def evaluate(probe, status, body):
     return True, "status %d" % status
 
 
-def _connection(probe):
+def request_url(probe):
+    """The URL handed to urllib: the address for TCP; for a unix socket only its Host matters."""
     if probe["socket"]:
-        return UnixHTTPConnection(probe["socket"], host=probe["host_header"] or "localhost", timeout=probe["timeout"])
-    if probe["scheme"] == "https":
-        if probe["validate_certs"]:
-            context = (
-                ssl.create_default_context(cafile=probe["ca_path"])
-                if probe["ca_path"]
-                else (ssl.create_default_context())
-            )
-        else:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return http_client.HTTPSConnection(probe["host"], probe["port"], timeout=probe["timeout"], context=context)
-    return http_client.HTTPConnection(probe["host"], probe["port"], timeout=probe["timeout"])
+        return "http://%s%s" % (probe["host_header"] or "localhost", probe["path"])
+    host = probe["host"]
+    if ":" in host:  # an IPv6 literal
+        host = "[%s]" % host
+    port = ":%d" % probe["port"] if probe["port"] else ""
+    return "%s://%s%s%s" % (probe["scheme"], host, port, probe["path"])
+
+
+def tls_context(probe):
+    """ansible's TLS context for the probe; with host_header, that name is the TLS server name.
+
+    urllib takes the server name from the URL, which holds the address. Wrapping sockets with
+    `server_hostname` replaced makes the handshake send host_header as SNI and, when certificates
+    are validated, match the certificate against host_header instead of the address.
+    """
+    context = make_context(cafile=probe["ca_path"] or None, validate_certs=probe["validate_certs"])
+    server_name = probe["host_header"]
+    if server_name and not probe["socket"]:
+        wrap_socket = context.wrap_socket
+
+        def wrap_socket_for_host_header(sock, *args, **kwargs):
+            kwargs["server_hostname"] = server_name
+            return wrap_socket(sock, *args, **kwargs)
+
+        context.wrap_socket = wrap_socket_for_host_header
+    return context
+
+
+def _failure_detail(exc):
+    if isinstance(exc, urllib_error.URLError) and not isinstance(exc, urllib_error.HTTPError):
+        reason = exc.reason
+        if isinstance(reason, BaseException):
+            return "%s: %s" % (type(reason).__name__, reason)
+        return "URLError: %s" % reason
+    return "%s: %s" % (type(exc).__name__, exc)
 
 
 def probe_once(probe):
     """One request on a fresh connection. Returns {'ok', 'status', 'detail', 'elapsed', 'at'}."""
     started = time.time()
     result = {"ok": False, "status": None, "detail": "", "elapsed": 0.0, "at": round(started, 3)}
-    conn = None
+    response = None
+    headers = {"Connection": "close"}
+    if probe["host_header"]:
+        headers["Host"] = probe["host_header"]
     try:
-        conn = _connection(probe)
-        headers = {"Connection": "close", "User-Agent": "graceful.gunicorn-health"}
-        if probe["host_header"]:
-            headers["Host"] = probe["host_header"]
-        conn.request("GET", probe["path"], headers=headers)
-        response = conn.getresponse()
-        body = response.read(65536)
-        result["status"] = response.status
-        result["ok"], result["detail"] = evaluate(probe, response.status, body)
-    except (OSError, http_client.HTTPException, ssl.SSLError, ValueError) as exc:
-        result["detail"] = "%s: %s" % (type(exc).__name__, exc)
+        try:
+            response = Request().open(
+                "GET",
+                request_url(probe),
+                headers=headers,
+                use_proxy=False,
+                timeout=probe["timeout"],
+                http_agent="graceful.gunicorn-health",
+                follow_redirects="none",
+                unix_socket=probe["socket"] or None,
+                decompress=False,
+                use_netrc=False,
+                context=tls_context(probe),
+            )
+        except urllib_error.HTTPError as exc:  # a status urllib calls an error is still an answer
+            response = exc
+        status = response.status if response.status is not None else response.code
+        body = response.read(BODY_LIMIT)
+        result["status"] = status
+        result["ok"], result["detail"] = evaluate(probe, status, body)
+    except (OSError, http_client.HTTPException, UrlsConnectionError, ValueError) as exc:
+        result["detail"] = _failure_detail(exc)
     finally:
-        if conn is not None:
-            conn.close()
+        if response is not None:
+            response.close()
         result["elapsed"] = round(time.time() - started, 3)
     return result
 

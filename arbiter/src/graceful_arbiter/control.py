@@ -15,12 +15,18 @@ thread and merely closes its copies of the sockets (`_close_in_child`). A fork w
 moment between accepting a connection and registering it, so that no worker keeps a copy the
 master does not know of. The `graceful` commands read the master's published snapshot; gunicorn's
 own commands run as they do under gunicorn.
+
+Limits: at most MAX_CLIENTS connections are served at once; one more is answered with an error
+reply and closed. Counts (`worker add N`, `worker remove N`, `dirty add N`, `dirty remove N`) and
+the PID of `worker kill` must be plain decimal numbers within the bounds below, and `worker add`
+never takes the master past MAX_WORKERS; anything else is an `Invalid argument` reply.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import shlex
 import socket
@@ -35,6 +41,11 @@ CLIENT_IDLE_TIMEOUT = 300.0  # as gunicorn: an idle interactive client is let go
 LISTEN_BACKLOG = 16
 ACCEPT_RETRY_DELAY = 0.1
 STOP_CHECK_INTERVAL_MS = 1000  # how often the accept thread looks at `_running` when nothing connects
+MAX_CLIENTS = 16  # connections served at once, one thread each; more are refused
+MAX_COUNT_PER_COMMAND = 64  # workers (or dirty workers) one `add`/`remove` may change
+MAX_WORKERS = 1024  # `worker add` never takes the master past this many workers
+PID_MAX = 4194304  # the kernel's largest pid_max
+_DECIMAL = re.compile(r"[1-9][0-9]{0,6}")  # with fullmatch: no sign, no spaces, no newline, no 5,000 digits
 
 _servers: weakref.WeakSet = weakref.WeakSet()
 
@@ -65,6 +76,39 @@ def _close_in_child():
 os.register_at_fork(before=_hold_registrations, after_in_parent=_release_registrations, after_in_child=_close_in_child)
 
 
+def _bounded_number(command: str, args: list, what: str, maximum: int, default=None) -> int:
+    """The single argument of `command` as an int in 1..maximum, or ValueError naming the bounds."""
+    if not args and default is not None:
+        return default
+    if len(args) != 1 or not _DECIMAL.fullmatch(args[0]) or int(args[0]) > maximum:
+        got = " ".join(args) if args else "nothing"
+        raise ValueError(f"{command} takes one {what} from 1 to {maximum}, got {got[:40]!r}")
+    return int(args[0])
+
+
+def check_counted_command(parts: list, current_workers: int | None) -> None:
+    """Refuse a `worker`/`dirty` command whose count or PID is malformed or out of bounds.
+
+    `current_workers` is the master's worker count, for the MAX_WORKERS bound of `worker add`.
+    """
+    group, action, args = parts[0].lower(), parts[1].lower() if len(parts) > 1 else "", parts[2:]
+    command = f"{group} {action}"
+    if action in ("add", "remove"):
+        count = _bounded_number(command, args, "count", MAX_COUNT_PER_COMMAND, default=1)
+        if (
+            group == "worker"
+            and action == "add"
+            and current_workers is not None
+            and current_workers + count > MAX_WORKERS
+        ):
+            raise ValueError(
+                f"worker add {count} would make {current_workers + count} workers; "
+                f"the control socket allows at most {MAX_WORKERS}"
+            )
+    elif group == "worker" and action == "kill":
+        _bounded_number(command, args, "worker PID", PID_MAX)
+
+
 def dispatch(message, execute, log=None) -> dict:
     """One request message -> its reply; `execute(parts)` runs a parsed command."""
     if not isinstance(message, dict):
@@ -91,10 +135,16 @@ class GracefulControlServer(ControlSocketServer):
         self._listener: socket.socket | None = None
         self._clients: set = set()
         self._clients_lock = threading.Lock()
+        self._counted_lock = threading.Lock()  # a bound checked is a bound kept: one count change at a time
 
     def _execute_command(self, parts: list) -> dict:
-        if parts and parts[0].lower() == "graceful":
+        verb = parts[0].lower() if parts else ""
+        if verb == "graceful":
             return self.arbiter.control_command(parts[1:])
+        if verb in ("worker", "dirty"):
+            with self._counted_lock:
+                check_counted_command(parts, getattr(self.arbiter, "num_workers", None))
+                return super()._execute_command(parts)
         return super()._execute_command(parts)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -202,15 +252,36 @@ class GracefulControlServer(ControlSocketServer):
                 self._start_client_thread(client)
 
     def _accept_one(self, listener: socket.socket):
-        """Accept and register under the lock the fork handlers hold: a fork sees both or neither."""
+        """Accept and register under the lock the fork handlers hold: a fork sees both or neither.
+
+        Past MAX_CLIENTS the connection is refused here, never registered nor given a thread.
+        """
         with self._clients_lock:
             try:
                 client, _address = listener.accept()
             except BlockingIOError:
                 return None  # another wake-up took it
-            self._clients.add(client)
+            admitted = len(self._clients) < MAX_CLIENTS
+            if admitted:
+                self._clients.add(client)
+        if not admitted:
+            self._refuse(client, f"too many control connections (at most {MAX_CLIENTS}), try again later")
+            return None
         client.setblocking(True)
         return client
+
+    def _refuse(self, client: socket.socket, reason: str):
+        """Answer a connection that will not be served with one error reply, then close it.
+
+        The reply is written without waiting (a new socket's buffer takes it whole), so a client
+        that never reads cannot hold up the accept thread.
+        """
+        if self.arbiter.log:
+            self.arbiter.log.warning("Control socket: connection refused: %s", reason)
+        with contextlib.suppress(OSError):
+            client.send(ControlProtocol.encode_message(make_error_response(0, reason)), socket.MSG_DONTWAIT)
+            client.shutdown(socket.SHUT_WR)
+        client.close()
 
     def _start_client_thread(self, client: socket.socket):
         try:
@@ -218,9 +289,9 @@ class GracefulControlServer(ControlSocketServer):
                 target=self._serve_client, args=(client,), name="graceful-control-client", daemon=True
             ).start()
         except RuntimeError as exc:  # no thread to be had (TasksMax, ulimit -u): refuse this one
-            if self.arbiter.log:
-                self.arbiter.log.warning("Control socket: connection refused, no thread: %s", exc)
-            self._forget_client(client)
+            with self._clients_lock:
+                self._clients.discard(client)
+            self._refuse(client, f"no thread to serve this connection: {exc}")
 
     def _forget_client(self, client: socket.socket):
         with self._clients_lock:

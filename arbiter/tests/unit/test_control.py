@@ -11,17 +11,23 @@ import os
 import socket
 import stat
 import struct
+import threading
 
 import pytest
 
 from graceful_arbiter import client
-from graceful_arbiter.control import GracefulControlServer, dispatch
+from graceful_arbiter.control import MAX_CLIENTS, MAX_WORKERS, GracefulControlServer, dispatch
 
 
 class StandInArbiter:
     def __init__(self):
         self.log = logging.getLogger("test-control")
         self.calls = []
+        self.num_workers = 2  # read and changed by gunicorn's `worker add/remove` handlers
+        self.wakeups = 0
+
+    def wakeup(self):
+        self.wakeups += 1
 
     def control_command(self, args):
         self.calls.append(list(args))
@@ -174,11 +180,16 @@ def test_a_connection_is_refused_cleanly_when_no_thread_can_be_started(server, m
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr("graceful_arbiter.control.threading.Thread.start", no_thread)
+    with pytest.raises(client.ControlError, match="no thread to serve this connection"):
+        client.request(server.socket_path, "graceful y")  # an error reply at once, not a wait for a timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
         sock.connect(server.socket_path)
-        assert sock.recv(1) == b""  # closed at once, not left hanging
+        (length,) = struct.unpack(">I", client._recv_exactly(sock, 4))
+        client._recv_exactly(sock, length)
+        assert sock.recv(1) == b""  # then closed
     monkeypatch.undo()
+    assert server._clients == set()
     assert client.request(server.socket_path, "graceful z")["args"] == ["z"]
     assert server._thread.is_alive()
 
@@ -219,3 +230,120 @@ def test_a_readiness_report_wakes_the_master_loop_and_an_undrained_pipe_does_not
     os.close(read_end)
     watcher.join(5)
     assert not watcher.is_alive()
+
+
+def test_connections_past_the_cap_are_refused_with_an_error_and_served_again_once_one_ends(server):
+    held = []
+    try:
+        for i in range(MAX_CLIENTS):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.settimeout(5)
+            sock.connect(server.socket_path)
+            assert send(sock, f"graceful held{i}")["status"] == "ok"  # each one served by its own thread
+        with pytest.raises(client.ControlError, match=f"too many control connections \\(at most {MAX_CLIENTS}\\)"):
+            client.request(server.socket_path, "graceful extra")
+        assert ["extra"] not in server.arbiter.calls
+        assert len(server._clients) == MAX_CLIENTS
+        assert send(held[0], "graceful still")["data"]["args"] == ["still"]  # the held ones keep working
+        held.pop().close()
+        # The freed slot is taken back once that client's thread has seen the end of its connection.
+        for _attempt in range(100):
+            try:
+                assert client.request(server.socket_path, "graceful after")["args"] == ["after"]
+                break
+            except client.ControlError:
+                threading.Event().wait(0.02)
+        else:
+            pytest.fail("a slot freed by a closed connection was never reused")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "error"),
+    [
+        ("worker add 65", [], "worker add takes one count from 1 to 64, got '65'"),
+        ("worker add 0", [], "worker add takes one count from 1 to 64, got '0'"),
+        ("worker add -5", [], "worker add takes one count from 1 to 64, got '-5'"),
+        ("worker add", ["1\n"], "worker add takes one count from 1 to 64, got '1\\n'"),
+        ("worker add 1 2", [], "worker add takes one count from 1 to 64, got '1 2'"),
+        ("worker add " + "9" * 5000, [], "worker add takes one count from 1 to 64, got '" + "9" * 40 + "'"),
+        ("worker remove 1000", [], "worker remove takes one count from 1 to 64"),
+        ("worker kill abc", [], "worker kill takes one worker PID from 1 to 4194304, got 'abc'"),
+        ("worker kill", [], "worker kill takes one worker PID from 1 to 4194304, got 'nothing'"),
+        ("dirty add 100", [], "dirty add takes one count from 1 to 64, got '100'"),
+    ],
+)
+def test_counts_and_pids_out_of_bounds_are_refused_and_change_nothing(server, command, args, error):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(server.socket_path)
+        payload = json.dumps({"id": 3, "command": command, "args": args}).encode()
+        sock.sendall(struct.pack(">I", len(payload)) + payload)
+        (length,) = struct.unpack(">I", client._recv_exactly(sock, 4))
+        reply = json.loads(client._recv_exactly(sock, length))
+    assert (reply["id"], reply["status"]) == (3, "error")
+    assert reply["error"].startswith("Invalid argument: " + error)
+    assert server.arbiter.num_workers == 2
+    assert server.arbiter.wakeups == 0
+
+
+def test_worker_add_within_bounds_runs_and_never_passes_the_total_cap(server):
+    reply = client.request(server.socket_path, "worker add 3")
+    assert reply == {"added": 3, "previous": 2, "total": 5}
+    assert server.arbiter.wakeups == 1
+    server.arbiter.num_workers = MAX_WORKERS - 1
+    with pytest.raises(client.ControlError, match=f"would make {MAX_WORKERS + 1} workers; .* at most {MAX_WORKERS}"):
+        client.request(server.socket_path, "worker add 2")
+    assert server.arbiter.num_workers == MAX_WORKERS - 1
+    assert client.request(server.socket_path, "worker add")["total"] == MAX_WORKERS  # the default count is 1
+
+
+def test_client_follows_no_symlink_out_of_the_socket_directory(server, tmp_path):
+    """A service user could plant these in its runtime directory to steer a root client elsewhere."""
+    elsewhere = tmp_path / "other-instance"
+    elsewhere.mkdir()
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    os.replace(server.socket_path, elsewhere / "control.1.sock")  # the master now listens "elsewhere"
+    planted = instance / "control.4242.sock"
+    planted.symlink_to(elsewhere / "control.1.sock")  # an absolute link out of the directory
+    with pytest.raises(client.ControlError, match=r"is a symbolic link to .*not following it"):
+        client.request(str(planted), "graceful x")
+    relative = instance / "control.4343.sock"
+    relative.symlink_to("../other-instance/control.1.sock")
+    with pytest.raises(client.ControlError, match="not following it"):
+        client.request(str(relative), "graceful x")
+    (instance / "control.1.sock").symlink_to(elsewhere / "control.1.sock")
+    chained = instance / "control.sock"
+    chained.symlink_to("control.1.sock")  # a sibling name, but that one links out again
+    with pytest.raises(client.ControlError, match="not following it"):
+        client.request(str(chained), "graceful x")
+    plain = instance / "plain.sock"
+    plain.write_text("")
+    with pytest.raises(client.ControlError, match="is not a socket"):
+        client.request(str(plain), "graceful x")
+    assert server.arbiter.calls == []  # nothing reached the master through any of them
+
+
+def test_client_follows_the_promoted_masters_link_beside_its_socket(server, tmp_path):
+    link = tmp_path / "control.sock"
+    link.symlink_to(os.path.basename(server.socket_path))  # as the promoted master makes it
+    assert client.request(str(link), "graceful via-link")["args"] == ["via-link"]
+
+
+def test_client_checks_the_listening_pid_when_given(server):
+    assert client.request(server.socket_path, "graceful me", expect_pid=os.getpid())["args"] == ["me"]
+    with pytest.raises(client.ControlError, match=f"served by PID {os.getpid()}, not by the master 1"):
+        client.request(server.socket_path, "graceful other", expect_pid=1)
+    assert ["other"] not in server.arbiter.calls
+
+
+def test_client_command_line_takes_the_master_pid(server, capsys):
+    assert client.main(["--pid", str(os.getpid()), server.socket_path, "graceful", "cli"]) == 0
+    assert json.loads(capsys.readouterr().out)["args"] == ["cli"]
+    assert client.main(["--pid", "1", server.socket_path]) == 1
+    assert "not by the master 1" in capsys.readouterr().err
+    assert client.main(["--pid", "x1", server.socket_path]) == 2
