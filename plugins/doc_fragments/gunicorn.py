@@ -14,11 +14,14 @@ options:
   instance:
     description:
       - Name of the gunicorn instance as laid out by the P(graceful.gunicorn.server#role) role.
+      - Lowercase letters, digits, C(_) and C(-), starting with a letter or digit, at most 40 characters.
       - Derives O(unit=gunicorn-<instance>.service), O(pidfile=/run/gunicorn-<instance>/master.pid) and
         O(config=/etc/gunicorn/<instance>/gunicorn.conf.py) unless those are given.
       - The role writes an instance manifest, C(instance.json), beside the config. When it is readable, options
         left unset are taken from it, the health target (O(health_url) or O(health_socket), O(health_path),
         O(url_prefix), O(expected_status)) and O(workers) included, so the instance name is all a task needs.
+      - A manifest that exists must be a regular file owned by root and writable by root only, in directories only
+        root can write; otherwise the module fails before acting.
       - One of O(instance), O(pidfile) or O(unit) is required.
     type: str
   pidfile:
@@ -27,18 +30,26 @@ options:
         C(<pidfile>.2).
       - The PID it names must be a running gunicorn master for this instance; a pidfile whose PID is gone or now
         belongs to another process is an error, never signalled.
+      - The pidfile's directory belongs to the service user, so its content is checked, never trusted. A pidfile
+        that is a symlink is refused. Under a loaded systemd unit the master is the unit's C(MainPID), and a
+        pidfile naming another PID is refused.
+      - The PID in C(<pidfile>.2) is taken as the second master of an upgrade only when it is a child of the
+        verified master, with its user, in the unit's cgroup, running the release's interpreter; any other PID
+        there is refused, never signalled, and the module fails naming it.
     type: path
   unit:
     description:
-      - The systemd unit running the master. Its C(MainPID) is used when there is no pidfile, and checked after a
-        binary upgrade.
+      - The systemd unit running the master (a C(.service) name). When it is loaded, the master must be its
+        C(MainPID), inside its C(ControlGroup); workers and a second master must be in that cgroup too. Its
+        C(MainPID) is checked again after a binary upgrade.
       - When the host has no systemd or the unit is not loaded, unit checks are skipped and the result says so
-        in C(unit.reason).
+        in C(unit.reason); the pidfile and the process tree are then all the identity there is.
     type: str
   config:
     description:
-      - The gunicorn configuration file the master must run. When the master's command line names a config
-        (C(-c)/C(--config)), it must be this file, or the process is treated as foreign.
+      - The gunicorn configuration file the master must run. The master's command line must name it with an
+        absolute C(-c)/C(--config); a master whose command line does not show its config (no C(-c), or a custom
+        process title) is accepted only as the C(MainPID) of a loaded unit, inside the unit's cgroup.
     type: path
   arbiter:
     description:
@@ -54,6 +65,8 @@ options:
     description:
       - The bundled arbiter's status and refresh channel (a unix socket). When unset or unreachable the modules
         fall back to signals and /proc.
+      - The socket lies in a directory the service user owns, so what it reports is used for readiness only; a
+        PID it names is never signalled.
     type: path
   health_url:
     description:

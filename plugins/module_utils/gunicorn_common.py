@@ -9,14 +9,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 import os
-import signal
+import re
 import subprocess
 import time
 
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_health as health
-from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_proc as proc
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_trust as trust
 
 
 def common_argument_spec():
@@ -84,15 +83,13 @@ def manifest_path(params):
 
 
 def read_manifest(path):
-    """The manifest as a dict, or None when it is missing or unreadable (the options then stand alone)."""
-    if not path:
-        return None
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    """The manifest as a dict, or None when it is missing, unreadable or not trusted (see instance_manifest)."""
+    return trust.read_manifest(path)[0]
+
+
+def instance_manifest(params):
+    """(manifest or None, problem or None): a manifest that exists must be root's and writable by root only."""
+    return trust.read_manifest(manifest_path(params))
 
 
 def apply_manifest(params, manifest):
@@ -133,26 +130,62 @@ def checked_options(module, extra_checks=None):
     """The module's options, completed from the instance manifest, and its health probe (or None).
 
     Fails the module, before any signal is sent, listing every problem: the common options', those
-    `extra_checks(params)` returns, and a health target that cannot work.
+    `extra_checks(params)` returns, an untrusted manifest, and a health target that cannot work.
     """
-    params = load_params(module.params)
-    problems = validate_params(params) + list(extra_checks(params) if extra_checks else [])
-    try:
-        probe = health.build_probe(params)
-    except ValueError as exc:
-        problems.append(str(exc))
-        probe = None
+    problems = validate_params(module.params)
+    manifest, manifest_problem = (None, None) if problems else instance_manifest(module.params)
+    if manifest_problem:
+        problems.append(manifest_problem)
+    params = apply_manifest(module.params, manifest)
+    if manifest and not problems:
+        # Root wrote it, but what it fills in reaches paths and probes like an option: the same checks apply.
+        problems += ["from the instance manifest %s: %s" % (manifest_path(params), p) for p in validate_params(params)]
+    if not problems:
+        problems += list(extra_checks(params) if extra_checks else [])
+    probe = None
+    if not problems:
+        try:
+            probe = health.build_probe(params)
+        except ValueError as exc:
+            problems.append(str(exc))
     if problems:
         module.fail_json(msg="invalid options: %s" % "; ".join(problems), changed=False)
     return params, probe
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+PATH_OPTIONS = ("pidfile", "config", "control_socket", "health_socket", "ca_path", "release_link")
+
+
+def path_problem(key, value):
+    """A problem with an option that names a path, or None: absolute, no control characters, no . or .."""
+    if value is None:
+        return None
+    parts = value.split("/")
+    if not value.startswith("/") or _CONTROL.search(value) or any(p in (".", "..") for p in parts) or len(value) > 4096:
+        return "%s must be an absolute path without control characters or .. components, got %r" % (key, value)
+    return None
 
 
 def validate_params(params):
     """Problems with the options that no signal must be sent with; returns a list of messages."""
     problems = []
     instance = params.get("instance")
-    if instance is not None and (not instance or "/" in instance or instance.startswith(".")):
-        problems.append("instance must be a plain name, got %r" % instance)
+    if instance is not None and not trust.INSTANCE_RE.fullmatch(instance):
+        problems.append(
+            "instance must match \\A[a-z0-9][a-z0-9_-]{0,39}\\Z (lowercase letters, digits, _ and -), got %r" % instance
+        )
+    unit = params.get("unit")
+    if unit is not None and not trust.UNIT_RE.fullmatch(unit):
+        problems.append("unit must be a systemd service name like gunicorn-<instance>.service, got %r" % unit)
+    for key in PATH_OPTIONS:
+        problem = path_problem(key, params.get(key))
+        if problem:
+            problems.append(problem)
+    for key in ("health_url", "health_path", "url_prefix", "host_header"):
+        value = params.get(key)
+        if value is not None and (_CONTROL.search(value) or " " in value or len(value) > 2048):
+            problems.append("%s must not contain spaces or control characters, got %r" % (key, value))
     for key in ("timeout", "health_timeout"):
         if params.get(key) is not None and params[key] <= 0:
             problems.append("%s must be positive" % key)
@@ -164,7 +197,11 @@ def validate_params(params):
     for status in params.get("expected_status") or []:
         if not 100 <= status <= 599:
             problems.append("expected_status %d is not an HTTP status" % status)
-    if params.get("ca_path") and not os.path.exists(params["ca_path"]):
+    if (
+        params.get("ca_path")
+        and not path_problem("ca_path", params["ca_path"])
+        and not os.path.exists(params["ca_path"])
+    ):
         problems.append("ca_path %s does not exist" % params["ca_path"])
     return problems
 
@@ -190,7 +227,15 @@ def unit_state(unit, systemctl=None):
     `checked` is False (with the reason) when there is no unit, no systemctl, or the unit is not loaded: callers
     then skip unit checks and say so in their result.
     """
-    state = {"name": unit, "checked": False, "reason": None, "active_state": None, "main_pid": None, "load_state": None}
+    state = {
+        "name": unit,
+        "checked": False,
+        "reason": None,
+        "active_state": None,
+        "main_pid": None,
+        "load_state": None,
+        "control_group": None,
+    }
     if not unit:
         state["reason"] = "no unit given"
         return state
@@ -200,7 +245,20 @@ def unit_state(unit, systemctl=None):
         return state
     try:
         out = subprocess.run(
-            [systemctl, "show", "-p", "LoadState", "-p", "ActiveState", "-p", "MainPID", "--", unit],
+            [
+                systemctl,
+                "show",
+                "-p",
+                "LoadState",
+                "-p",
+                "ActiveState",
+                "-p",
+                "MainPID",
+                "-p",
+                "ControlGroup",
+                "--",
+                unit,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             timeout=15,
@@ -216,6 +274,7 @@ def unit_state(unit, systemctl=None):
         return state
     state["checked"] = True
     state["active_state"] = props.get("ActiveState")
+    state["control_group"] = props.get("ControlGroup") or None
     try:
         state["main_pid"] = int(props.get("MainPID") or 0) or None
     except ValueError:
@@ -274,24 +333,58 @@ class Phases:
         )
 
 
-def send_signal(pid, signame):
-    """Send a signal by name; returns True when delivered, False when the process is gone."""
-    try:
-        os.kill(pid, getattr(signal, signame))
-        return True
-    except ProcessLookupError:
-        return False
+def releases_dir(params, manifest=None):
+    """The instance's releases tree: <manifest root>/releases from a trusted manifest, else None."""
+    manifest = manifest if manifest is not None else read_manifest(manifest_path(params))
+    root = (manifest or {}).get("root")
+    if isinstance(root, str) and not path_problem("root", root):
+        return os.path.join(root, "releases")
+    return None
 
 
 def locate_master(target, params):
-    """Find and identify the master; returns (pid, unit_state, notes). Raises proc.DiscoveryError."""
+    """Find and verify the master; returns a gunicorn_trust.Identity. Raises proc.DiscoveryError (trust.Refused).
+
+    `identity.pid`, `identity.unit` and `identity.notes` are what callers report.
+    """
     unit = unit_state(target["unit"])
-    pid, _source, notes = proc.find_master_pid(
-        target["pidfile"], expected_config=target["config"], main_pid=unit["main_pid"] if unit["checked"] else None
-    )
-    if not unit["checked"]:
-        notes.append("unit checks skipped: %s" % unit["reason"])
-    return pid, unit, notes
+    return trust.locate_master(target["pidfile"], target["config"], unit, releases_dir(params))
+
+
+def channel_refusal(status, identity, master=None):
+    """A refusal message when the control socket reports, as a worker of `master` (facts; the verified master by
+    default), a running PID that is not one; None otherwise. The socket lies in a directory the service user
+    owns: a reply naming a live stranger is a lie, and a PID that has exited since the reply is no evidence."""
+    master = master or identity.master
+    for worker in (status or {}).get("workers") or []:
+        pid = worker.get("pid") if isinstance(worker, dict) else None
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            continue
+        fact = trust.facts(pid)
+        if fact is None:
+            continue
+        reason = trust.judge_worker(fact, master, identity.unit)
+        if reason:
+            return "refused the control socket's report of PID %d as a worker of master %d: %s" % (
+                pid,
+                master["pid"],
+                reason,
+            )
+    return None
+
+
+def second_master_refusal(snap, old_pid):
+    """A refusal message for the first PID a snapshot refused as a second master, or None."""
+    for item in snap.get("refused") or []:
+        if item["pid"] is None:
+            return "refused %s: %s" % (item["source"], item["reason"])
+        return "refused PID %d named by %s as the second master of master %d: %s" % (
+            item["pid"],
+            item["source"],
+            old_pid,
+            item["reason"],
+        )
+    return None
 
 
 def flavour_of(snapshot, requested):

@@ -13,8 +13,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
 import re
+import stat as stat_mod
 import time
 
 PROC = "/proc"
@@ -123,43 +125,6 @@ def classify_cmdline(argv):
         elif arg.startswith("-c") and len(arg) > 2 and not arg.startswith("--"):
             result["config"] = arg[2:]
     return result
-
-
-def check_identity(argv, expected_config=None, cwd=None, started_since_boot=None, pidfile_since_boot=None):
-    """Decide whether a process is a gunicorn master matching what the caller expects.
-
-    Returns (ok, reason). `started_since_boot` and `pidfile_since_boot` are both seconds since boot: a process that
-    started after its pidfile was written cannot have written it (the PID was reused).
-    """
-    info = classify_cmdline(argv)
-    if not info["flavour"]:
-        return False, "its command line is not gunicorn's: %s" % " ".join(argv)[:300]
-    if info["role"] == "worker":
-        return False, "it is a gunicorn worker, not a master"
-    if expected_config and info["config"]:
-        seen = info["config"]
-        if not os.path.isabs(seen) and cwd:
-            seen = os.path.join(cwd, seen)
-        if os.path.normpath(seen) != os.path.normpath(expected_config) and (
-            _realpath(seen) != _realpath(expected_config)
-        ):
-            return False, "it runs config %s, not %s" % (info["config"], expected_config)
-    if (
-        started_since_boot is not None
-        and pidfile_since_boot is not None
-        and started_since_boot > pidfile_since_boot + START_SLACK
-    ):
-        return False, "it started %.1f s after the pidfile was written (the PID was reused)" % (
-            started_since_boot - pidfile_since_boot
-        )
-    return True, "gunicorn master (%s)" % info["flavour"]
-
-
-def _realpath(path):
-    try:
-        return os.path.realpath(path)
-    except (OSError, ValueError):
-        return path
 
 
 def heartbeat_seen(mtime):
@@ -274,15 +239,23 @@ def children_by_parent():
 
 
 def read_pidfile(path):
-    """(pid or None, mtime or None) of a pidfile; (None, None) when it does not exist."""
-    text = _read(path)
-    if text is None:
-        return None, None
+    """(pid or None, mtime or None) of a pidfile; (None, None) when it does not exist.
+
+    A pidfile lies in a directory the service user owns: it is opened without following a symlink and must be a
+    regular file, else DiscoveryError.
+    """
     try:
-        mtime = os.stat(path).st_mtime
-    except OSError:
-        mtime = None
-    return parse_pidfile(text), mtime
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DiscoveryError("pidfile %s is a symlink: not following it" % path) from None
+        return None, None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat_mod.S_ISREG(info.st_mode):
+            raise DiscoveryError("pidfile %s is not a regular file" % path)
+        text = handle.read(64).decode("ascii", "replace")
+    return parse_pidfile(text), info.st_mtime
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -331,84 +304,72 @@ def is_reexec_child(child_pid, master_pid, tree):
     return False
 
 
-def find_master_pid(pidfile, expected_config=None, main_pid=None):
-    """The master's PID, checked to be a gunicorn master for this instance; raises DiscoveryError.
+def release_name(cwd, releases_dir=None):
+    """The release a master runs, from its working directory: <root>/releases/<name>[/...] gives <name>.
 
-    Returns (pid, source, notes) where source is 'pidfile' or 'unit'.
-    """
-    notes = []
-    pid = mtime = None
-    if pidfile:
-        pid, mtime = read_pidfile(pidfile)
-        if pid is None and mtime is not None:
-            raise DiscoveryError("pidfile %s holds no PID" % pidfile)
-    source = "pidfile"
-    if pid is None:
-        if main_pid:
-            pid, source = main_pid, "unit"
-            notes.append("no pidfile at %s: using the unit's MainPID %d" % (pidfile, main_pid))
-        elif pidfile:
-            raise DiscoveryError("no gunicorn master: pidfile %s does not exist and no unit MainPID" % pidfile)
-        else:
-            raise DiscoveryError("no gunicorn master: no pidfile and no unit MainPID")
-    if not alive(pid):
-        raise DiscoveryError("stale pidfile %s: PID %d is not running" % (pidfile, pid))
-    ok, reason = check_identity(
-        cmdline(pid),
-        expected_config=expected_config,
-        cwd=cwd(pid),
-        started_since_boot=started_since_boot(pid),
-        pidfile_since_boot=to_since_boot(mtime) if (mtime and source == "pidfile") else None,
-    )
-    if not ok:
-        raise DiscoveryError(
-            "%s PID %d is not the gunicorn master for this instance: %s"
-            % ("pidfile %s names" % pidfile if source == "pidfile" else "unit MainPID", pid, reason)
-        )
-    if main_pid and source == "pidfile" and main_pid != pid:
-        notes.append("the unit's MainPID %d differs from the pidfile's %d" % (main_pid, pid))
-    return pid, source, notes
-
-
-def release_name(cwd):
-    """The release a master runs, from its working directory: <root>/releases/<name>[/...] gives <name>."""
+    The app can move its master's working directory: with `releases_dir` (the instance's trusted releases tree),
+    only a directory under that tree names a release."""
+    if releases_dir:
+        base = releases_dir.rstrip("/") + "/"
+        if not (cwd or "").startswith(base):
+            return None
+        return cwd[len(base) :].split("/", 1)[0] or None
     parts = (cwd or "").split("/")
     if "releases" in parts[:-1]:
         return parts[parts.index("releases") + 1] or None
     return None
 
 
-def release_of(pid):
+def release_of(pid, releases_dir=None):
     """The release directory a master started in. A master chdirs into `current` when it starts, and the
     kernel keeps the directory the link pointed to then, so this is what the master runs, whatever
-    `current` points to now."""
+    `current` points to now (unless the app moved it: see release_name)."""
     try:
-        return release_name(os.readlink("/proc/%d/cwd" % pid))
+        return release_name(os.readlink("/proc/%d/cwd" % pid), releases_dir)
     except OSError:
         return None
 
 
-def snapshot(master_pid, pidfile=None, ready_seconds=1.0):
-    """Everything observable about a master: its workers and any second master of an upgrade in flight."""
+def snapshot(master_pid, pidfile=None, ready_seconds=1.0, judge_new=None, releases_dir=None):
+    """Everything observable about a master: its workers and any second master of an upgrade in flight.
+
+    <pidfile>.2 lies in a directory the service user owns: the PID it names is only a hint. With `judge_new`
+    (a PID -> refusal reason or None), a candidate second master it refuses is listed under `refused`, never
+    reported as the new master; without it (reporting only), any live PID there other than the master counts.
+    """
     now = uptime()
     tree = children_by_parent()
     master = process_info(master_pid, now)
     if master is None:
-        return {"master": None, "workers": [], "new_master": None, "new_workers": []}
+        return {"master": None, "workers": [], "new_master": None, "new_workers": [], "refused": []}
     master["cmdline"] = " ".join(cmdline(master_pid))[:1000]
     master["flavour"] = classify_cmdline(cmdline(master_pid))["flavour"]
-    master["release"] = release_of(master_pid)
+    master["release"] = release_of(master_pid, releases_dir)
     new_pid = None
+    refused = []
     if pidfile:
-        candidate, _mtime = read_pidfile(pidfile + ".2")
-        if candidate and candidate != master_pid and alive(candidate):
-            new_pid = candidate
+        second = pidfile + ".2"
+        try:
+            candidate, _mtime = read_pidfile(second)
+        except DiscoveryError as exc:
+            candidate = None
+            refused.append({"pid": None, "source": second, "reason": str(exc)})
+        if candidate and alive(candidate):
+            reason = judge_new(candidate) if judge_new else (None if candidate != master_pid else "the master")
+            if reason is None:
+                new_pid = candidate
+            elif judge_new:
+                refused.append({"pid": candidate, "source": second, "reason": reason})
     workers = []
     for child in sorted(tree.get(master_pid, [])):
         if child == new_pid:
             continue
         if new_pid is None and is_reexec_child(child, master_pid, tree):
-            new_pid = child
+            reason = judge_new(child) if judge_new else None
+            if reason is None:
+                new_pid = child
+            else:
+                refused.append({"pid": child, "source": "the children of master %d" % master_pid, "reason": reason})
             continue
         info = worker_info(child, now, ready_seconds)
         if info:
@@ -419,9 +380,15 @@ def snapshot(master_pid, pidfile=None, ready_seconds=1.0):
         new_master = process_info(new_pid, now)
         if new_master:
             new_master["cmdline"] = " ".join(cmdline(new_pid))[:1000]
-            new_master["release"] = release_of(new_pid)
+            new_master["release"] = release_of(new_pid, releases_dir)
             for child in sorted(tree.get(new_pid, [])):
                 info = worker_info(child, now, ready_seconds)
                 if info:
                     new_workers.append(info)
-    return {"master": master, "workers": workers, "new_master": new_master, "new_workers": new_workers}
+    return {
+        "master": master,
+        "workers": workers,
+        "new_master": new_master,
+        "new_workers": new_workers,
+        "refused": refused,
+    }

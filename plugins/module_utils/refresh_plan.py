@@ -7,7 +7,8 @@
 
 The modules observe the master (through /proc and, with the bundled arbiter, its status channel), ask one of the
 `*_step` functions what to do, do it and observe again. Nothing here touches a process. Every step returns
-{'action', 'phase', 'reason'} (see `action`).
+{'action', 'phase', 'reason'} (see `action`). Each step function takes its own state dataclass (ReloadState,
+StockRefreshState, GracefulRefreshState), with the fields below.
 
 reload_step(state): HUP, then wait for a whole new generation, then health.
   phase             'hup', 'new_ready', 'health'
@@ -46,6 +47,66 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
+import dataclasses
+from typing import Any, Dict, List, Optional, Set
+
+
+class _Observed:
+    def update(self, **observed):
+        """Set observed fields; an unknown name is a programming error, not a new field."""
+        for name, value in observed.items():
+            if name not in self.__dataclass_fields__:
+                raise AttributeError("%s has no field %r" % (type(self).__name__, name))
+            setattr(self, name, value)
+
+
+@dataclasses.dataclass
+class ReloadState(_Observed):
+    phase: str = "hup"
+    flavour: str = "stock"
+    channel: bool = False
+    master_alive: bool = False
+    expected_workers: int = 1
+    old_pids: List[int] = dataclasses.field(default_factory=list)
+    workers: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    reload: Optional[Dict[str, Any]] = None
+    refresh: Optional[Dict[str, Any]] = None
+    boot_failure: Optional[str] = None
+    health_configured: bool = False
+    health_ok: Optional[bool] = None
+    deadline_passed: bool = False
+    sent: Set[str] = dataclasses.field(default_factory=set)
+
+
+@dataclasses.dataclass
+class StockRefreshState(_Observed):
+    phase: str = "grow"
+    master_alive: bool = False
+    expected_workers: int = 1
+    targets_left: int = 0
+    batch: int = 0
+    ttin_sent: int = 0
+    ttou_sent: int = 0
+    batch_new: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    workers: int = 0
+    health_configured: bool = False
+    health_ok: Optional[bool] = None
+    deadline_passed: bool = False
+
+
+@dataclasses.dataclass
+class GracefulRefreshState(_Observed):
+    phase: str = "request"
+    master_alive: bool = False
+    request_id: Optional[int] = None
+    last: Optional[Dict[str, Any]] = None
+    old_left: int = 0
+    boot_failure: Optional[str] = None
+    health_configured: bool = False
+    health_ok: Optional[bool] = None
+    deadline_passed: bool = False
+
+
 def action(kind, phase=None, reason=""):
     return {"action": kind, "phase": phase, "reason": reason}
 
@@ -72,11 +133,11 @@ def generation_complete(workers, old_pids, expected):
 
 
 def _health(state, done_action):
-    if not state.get("health_configured") or state.get("health_ok"):
+    if not state.health_configured or state.health_ok:
         return action(done_action)
-    if state.get("health_ok") is False:
+    if state.health_ok is False:
         return action("fail", "health", "health check failed after the new workers took over")
-    if state.get("deadline_passed"):
+    if state.deadline_passed:
         return action("fail", "health", "health check not passing before the deadline")
     return action("wait")
 
@@ -92,13 +153,13 @@ STOCK_HALT_HINT = (
 
 
 def reload_step(state):
-    phase = state["phase"]
-    sent = state.get("sent") or ()
+    phase = state.phase
+    sent = state.sent
     if phase not in ("hup", "new_ready", "health"):
         raise ValueError("unknown phase %r" % phase)
-    if not state.get("master_alive"):
+    if not state.master_alive:
         reason = "the master exited"
-        if state.get("flavour") == "stock":
+        if state.flavour == "stock":
             reason += " (%s)" % STOCK_HALT_HINT
         return action("fail", phase, reason)
 
@@ -111,31 +172,29 @@ def reload_step(state):
         return _health(state, "done")
 
     # new_ready
-    reload = state.get("reload") or {}
-    if state.get("channel") and reload.get("outcome") == "failed":
+    reload = state.reload or {}
+    if state.channel and reload.get("outcome") == "failed":
         return action(
             "fail",
             "hup",
             "the master rejected the configuration: %s; it keeps the old configuration and workers"
             % reload.get("error"),
         )
-    refresh = state.get("refresh") or {}
-    if state.get("channel") and refresh.get("outcome") in ("failed", "aborted"):
+    refresh = state.refresh or {}
+    if state.channel and refresh.get("outcome") in ("failed", "aborted"):
         reason = "the arbiter %s the refresh: %s" % (
             "aborted" if refresh["outcome"] == "aborted" else "failed",
             refresh.get("error") or "no reason recorded",
         )
-        if state.get("boot_failure") and state["boot_failure"] not in reason:
-            reason += " (last boot failure: %s)" % state["boot_failure"]
+        if state.boot_failure and state.boot_failure not in reason:
+            reason += " (last boot failure: %s)" % state.boot_failure
         return action("fail", phase, reason + "; the old generation keeps serving")
-    complete, description = generation_complete(
-        state.get("workers") or [], state.get("old_pids"), state.get("expected_workers") or 1
-    )
-    if complete and (not state.get("channel") or refresh.get("outcome") == "succeeded"):
+    complete, description = generation_complete(state.workers or [], state.old_pids, state.expected_workers or 1)
+    if complete and (not state.channel or refresh.get("outcome") == "succeeded"):
         return action("advance", "health")
-    if state.get("deadline_passed"):
+    if state.deadline_passed:
         waiting = description
-        if state.get("channel") and not refresh:
+        if state.channel and not refresh:
             waiting = "the arbiter has not started the refresh (%s)" % description
         return action("fail", phase, "new generation not ready before the deadline: %s" % waiting)
     return action("wait")
@@ -152,24 +211,24 @@ def stock_refresh_step(state):
     Actions: ttin, ttou, remove_stuck (pid: kill a new worker that never became ready and TTOU, so that gunicorn
     does not retire an old worker for it), wait, advance (phase), next_batch, fail, done.
     """
-    phase = state["phase"]
+    phase = state.phase
     if phase not in ("grow", "new_ready", "retire", "rollback", "health"):
         raise ValueError("unknown phase %r" % phase)
-    if not state.get("master_alive"):
+    if not state.master_alive:
         return action("fail", phase, "the master exited (%s)" % STOCK_HALT_HINT)
-    expected = state.get("expected_workers") or 1
-    batch = state.get("batch") or 0
-    new = state.get("batch_new") or []
+    expected = state.expected_workers or 1
+    batch = state.batch or 0
+    new = state.batch_new or []
     ready = sum(1 for w in new if w["ready"])
-    workers = state.get("workers", 0)
+    workers = state.workers
 
     if phase == "health":
         return _health(state, "done")
 
     if phase == "grow":
-        ttin_sent = state.get("ttin_sent", 0)
+        ttin_sent = state.ttin_sent
         if len(new) < ttin_sent:
-            if state.get("deadline_passed"):
+            if state.deadline_passed:
                 return action("fail", phase, "the master forked no worker after TTIN")
             return action("wait")
         if ttin_sent < batch:
@@ -179,23 +238,23 @@ def stock_refresh_step(state):
     if phase == "new_ready":
         if len(new) >= batch and ready >= batch:
             return action("advance", "retire")
-        if state.get("deadline_passed"):
+        if state.deadline_passed:
             return action(
                 "rollback", phase, "%d of %d new workers ready before the deadline" % (min(ready, batch), batch)
             )
         return action("wait")
 
     if phase == "retire":
-        ttou_sent = state.get("ttou_sent", 0)
+        ttou_sent = state.ttou_sent
         # One TTOU at a time, each once the previous retiree has left: the count is back to expected + the rest.
         settled = workers <= expected + batch - ttou_sent
         if not settled:
-            if state.get("deadline_passed"):
+            if state.deadline_passed:
                 return action("fail", phase, "a retired worker did not exit (%d workers running)" % workers)
             return action("wait")
         if ttou_sent < batch:
             return action("ttou")
-        if state.get("targets_left", 0) > 0:
+        if state.targets_left > 0:
             return action("next_batch")
         return action("advance", "health")
 
@@ -204,9 +263,9 @@ def stock_refresh_step(state):
     stuck = [w["pid"] for w in new if not w["ready"]]
     if stuck:
         return action("remove_stuck", phase, str(stuck[0]))
-    ttou_sent = state.get("ttou_sent", 0)
+    ttou_sent = state.ttou_sent
     if workers > expected + len(new) - ttou_sent:
-        if state.get("deadline_passed"):
+        if state.deadline_passed:
             return action("fail", phase, "%d workers still running after the rollback" % workers)
         return action("wait")
     if ttou_sent < len(new):
@@ -220,25 +279,25 @@ def stock_refresh_step(state):
 
 
 def graceful_refresh_step(state):
-    phase = state["phase"]
+    phase = state.phase
     if phase not in ("request", "refresh", "health"):
         raise ValueError("unknown phase %r" % phase)
-    if not state.get("master_alive"):
+    if not state.master_alive:
         return action("fail", phase, "the master exited")
     if phase == "request":
-        if state.get("request_id") is None:
+        if state.request_id is None:
             return action("request")
         return action("advance", "refresh")
     if phase == "health":
         return _health(state, "done")
-    last = state.get("last") or {}
-    request_id = state.get("request_id") or 0
+    last = state.last or {}
+    request_id = state.request_id or 0
     if last and (last.get("request_id") or 0) >= request_id:
         if last.get("outcome") == "succeeded":
-            if state.get("old_left"):
+            if state.old_left:
                 # Retired workers finish their requests (SIGKILL after graceful_timeout): wait until they are gone.
-                if state.get("deadline_passed"):
-                    return action("fail", phase, "%d retired workers still running" % state["old_left"])
+                if state.deadline_passed:
+                    return action("fail", phase, "%d retired workers still running" % state.old_left)
                 return action("wait")
             return action("advance", "health")
         reason = "the arbiter's refresh %s %s: %s" % (
@@ -246,10 +305,10 @@ def graceful_refresh_step(state):
             last.get("outcome"),
             last.get("error") or "no reason recorded",
         )
-        if state.get("boot_failure") and state["boot_failure"] not in reason:
-            reason += " (last boot failure: %s)" % state["boot_failure"]
+        if state.boot_failure and state.boot_failure not in reason:
+            reason += " (last boot failure: %s)" % state.boot_failure
         return action("fail", phase, reason + "; the old workers keep serving")
-    if state.get("deadline_passed"):
+    if state.deadline_passed:
         return action(
             "fail",
             phase,

@@ -55,7 +55,9 @@ master:
   description:
     - The master; C(master.flavour) is V(graceful) for the bundled arbiter, V(stock) otherwise.
     - C(master.release) is the release directory it runs (C(<root>/releases/<release>)), from the directory it
-      started in, or null when it runs outside a release layout.
+      started in, or null when it runs outside a release layout. With the instance manifest, only a directory
+      under the instance's own C(releases/) counts, so an app that moves its working directory elsewhere shows
+      null.
   returned: always
   type: dict
   sample: {"pid": 4242, "ppid": 1, "started": 1700000000.0, "age": 3600.5, "rss": 52428800, "pss": 30408704,
@@ -141,8 +143,14 @@ from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_
 
 def gather(target, params):
     """Everything gunicorn_info reports, as a dict; raises proc.DiscoveryError."""
-    pid, unit, notes = common.locate_master(target, params)
-    snap = proc.snapshot(pid, target["pidfile"], params["worker_ready_seconds"])
+    identity = common.locate_master(target, params)
+    pid, unit, notes = identity.pid, identity.unit, identity.notes
+    snap = proc.snapshot(
+        pid, target["pidfile"], params["worker_ready_seconds"], identity.judge_new_pid, common.releases_dir(params)
+    )
+    refusal = common.second_master_refusal(snap, pid)
+    if refusal:
+        notes.append(refusal)
     status = channel.status(target["control_socket"], pid)
     workers = snap["workers"]
     if status is not None:

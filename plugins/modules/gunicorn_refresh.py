@@ -192,7 +192,10 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_channel as channel
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_common as common
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_operation as operation
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_recycle as recycle
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_stuck_worker as stuck
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_trust as trust
 from ansible_collections.graceful.gunicorn.plugins.module_utils import refresh_plan as plan
 
 
@@ -203,7 +206,7 @@ class Refresh:
         self.found = found
         self.pid = found["pid"]
         self.target = found["target"]
-        self.run = recycle.Run(module, found["probe"])
+        self.run = operation.Operation(module, found["probe"], found["identity"], "refresh")
         self.run.notes = found["notes"]
         self.run.phases.items.extend(found["phases"].items)
         self.old_pids = common.pids(found["before"]["workers"])
@@ -265,7 +268,7 @@ class Refresh:
         targets = set(self.old_pids)
         failure = None
         index = 0
-        state = {"expected_workers": expected, "health_configured": run.probe is not None}
+        state = plan.StockRefreshState(expected_workers=expected, health_configured=run.probe is not None)
 
         def start_batch():
             known = set(common.pids(self.workers))
@@ -276,7 +279,7 @@ class Refresh:
 
         known = start_batch()
         while True:
-            alive, workers, _status = recycle.observe(self.pid, self.target, params, False)
+            alive, workers, _status = recycle.observe(self.pid, self.target, params, False, self.found["identity"], run)
             if alive:
                 self.update_workers(workers)
             new = [w for w in workers if w["pid"] not in known]
@@ -288,21 +291,21 @@ class Refresh:
                 deadline_passed=run.deadline_passed(),
             )
             label = "batch %d/%d" % (index + 1, len(sizes))
-            if state["phase"] == "health":
-                state["health_ok"], detail = run.health_phase()
+            if state.phase == "health":
+                state.health_ok, detail = run.health_phase()
             step = plan.stock_refresh_step(state)
             kind = step["action"]
             if kind == "wait":
                 time.sleep(recycle.POLL)
             elif kind == "ttin":
-                state["ttin_sent"] += 1
+                state.ttin_sent += 1
                 run.signal(self.pid, "SIGTTIN")
             elif kind == "ttou":
-                state["ttou_sent"] += 1
+                state.ttou_sent += 1
                 run.signal(self.pid, "SIGTTOU")
             elif kind == "advance":
                 run.leave(True, self.describe(state, label))
-                state["phase"] = step["phase"]
+                state.phase = step["phase"]
                 run.enter(step["phase"], label if step["phase"] != "health" else "")
             elif kind == "next_batch":
                 run.leave(True, self.describe(state, label))
@@ -315,7 +318,10 @@ class Refresh:
                 state.update(phase="rollback", ttou_sent=0)
                 run.enter("rollback", "%s, after %s failed" % (label, step["phase"]))
             elif kind == "remove_stuck":
-                forked = recycle.remove_stuck_worker(run, self.pid, int(step["reason"]))
+                try:
+                    forked = stuck.remove_stuck_worker(run, self.found["identity"], int(step["reason"]))
+                except trust.Refused as exc:
+                    run.refused(str(exc))
                 self.result["rolled_back"] = True
                 if forked:
                     # The master handled SIGCHLD and SIGTTOU in two turns: it forked and retired an original worker.
@@ -337,16 +343,16 @@ class Refresh:
 
     @staticmethod
     def describe(state, label):
-        new = state.get("batch_new") or []
-        if state["phase"] == "grow":
+        new = state.batch_new or []
+        if state.phase == "grow":
             return "%s: %d new workers forked" % (label, len(new))
-        if state["phase"] == "new_ready":
-            return "%s: %d of %d new workers ready" % (label, sum(1 for w in new if w["ready"]), state["batch"])
-        if state["phase"] == "retire":
+        if state.phase == "new_ready":
+            return "%s: %d of %d new workers ready" % (label, sum(1 for w in new if w["ready"]), state.batch)
+        if state.phase == "retire":
             return "%s: %d workers retired, %d original workers left" % (
                 label,
-                state["ttou_sent"],
-                state["targets_left"],
+                state.ttou_sent,
+                state.targets_left,
             )
         return label
 
@@ -355,11 +361,11 @@ class Refresh:
         run, params = self.run, self.params
         status = self.found["status"]
         started = time.time()
-        state = {"phase": "request", "request_id": None, "health_configured": run.probe is not None}
+        state = plan.GracefulRefreshState(phase="request", health_configured=run.probe is not None)
         run.enter("request")
         detail = ""
         while True:
-            alive, workers, status = recycle.observe(self.pid, self.target, params, True)
+            alive, workers, status = recycle.observe(self.pid, self.target, params, True, self.found["identity"], run)
             if alive:
                 self.update_workers(workers)
             last = ((status or {}).get("refresh") or {}).get("last")
@@ -373,8 +379,8 @@ class Refresh:
                 deadline_passed=run.deadline_passed(),
             )
             self.result["last_boot_failure"] = failure
-            if state["phase"] == "health":
-                state["health_ok"], detail = run.health_phase()
+            if state.phase == "health":
+                state.health_ok, detail = run.health_phase()
             step = plan.graceful_refresh_step(state)
             kind = step["action"]
             if kind == "wait":
@@ -385,8 +391,8 @@ class Refresh:
                 except channel.ChannelError as exc:
                     run.leave(False, str(exc))
                     return self.finish("request", "the arbiter did not take the refresh request: %s" % exc)
-                state["request_id"] = reply.get("request_id") or 0
-                self.result["request_id"] = state["request_id"]
+                state.request_id = reply.get("request_id") or 0
+                self.result["request_id"] = state.request_id
                 run.signals.append(
                     {
                         "signal": "graceful refresh",
@@ -398,7 +404,7 @@ class Refresh:
                     }
                 )
             elif kind == "advance":
-                if state["phase"] == "refresh":
+                if state.phase == "refresh":
                     self.result["refresh"] = last
                     detail = "refresh %s %s: %s workers replaced" % (
                         last.get("id"),
@@ -406,18 +412,24 @@ class Refresh:
                         last.get("replaced"),
                     )
                 else:
-                    detail = "request %s" % state["request_id"]
+                    detail = "request %s" % state.request_id
                 run.leave(True, detail)
-                state["phase"] = step["phase"]
+                state.phase = step["phase"]
                 run.enter(step["phase"])
             elif kind == "fail":
-                if state["phase"] == "refresh" and last and (last.get("request_id") or 0) >= state["request_id"]:
+                if state.phase == "refresh" and last and (last.get("request_id") or 0) >= state.request_id:
                     self.result["refresh"] = last
                 run.leave(False, step["reason"])
                 return self.finish(step["phase"], step["reason"])
             elif kind == "done":
                 run.leave(True, detail)
                 return self.finish()
+
+
+def refresh_option_problems(params):
+    if params["batch_size"] is not None and params["batch_size"] < 1:
+        return ["batch_size must be at least 1"]
+    return []
 
 
 def main():
@@ -430,17 +442,14 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    problems = []
-    if params["batch_size"] is not None and params["batch_size"] < 1:
-        problems.append("batch_size must be at least 1")
-    found = recycle.preflight(module, problems)
+    found = operation.preflight(module, "refresh", refresh_option_problems)
     refresh = Refresh(module, found)
     before, pid, flavour, status = found["before"], found["pid"], found["flavour"], found["status"]
     count = len(before["workers"])
     if params["workers"] and params["workers"] != count:
-        recycle.refuse(module, found, "master %d runs %d workers, not %d (workers)" % (pid, count, params["workers"]))
+        operation.refuse(module, found, "master %d runs %d workers, not %d (workers)" % (pid, count, params["workers"]))
     if flavour == "graceful" and status is None:
-        recycle.refuse(
+        operation.refuse(
             module,
             found,
             "master %d is the bundled arbiter but its channel (control_socket %s) is not reachable: it refreshes only "
@@ -460,22 +469,16 @@ def main():
         sizes = plan.batches(count, batch_size)
         what = "replace the %d workers of master %d in batches of %s with SIGTTIN/SIGTTOU" % (count, pid, sizes)
         # A booting worker would be taken for a new one: start from a fleet that has run its main loop.
-        deadline = time.time() + params["timeout"]
-        while not all(w["ready"] for w in before["workers"]):
-            if time.time() >= deadline:
-                recycle.refuse(module, found, "master %d has workers that are not ready" % pid)
-            time.sleep(0.2)
-            _alive, workers, _status = recycle.observe(pid, found["target"], params, False)
-            before = dict(before, workers=workers)
-        refresh.workers = before["workers"]
+        refresh.workers = operation.wait_until_ready(
+            module, found, lambda: recycle.observe(pid, found["target"], params, False, found["identity"])[1]
+        )
     refresh.result.update(batch_size=batch_size, batches=sizes)
     if module.check_mode:
-        found["phases"].end(True, "check mode")
-        module.exit_json(
-            changed=True,
-            msg="would %s" % what,
+        operation.check_mode_exit(
+            module,
+            found,
+            "would %s" % what,
             phases=refresh.run.phases.items,
-            signals=[],
             health=refresh.run.health_result(),
             duration=refresh.run.duration(),
             **refresh.result,

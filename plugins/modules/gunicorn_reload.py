@@ -165,6 +165,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_common as common
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_operation as operation
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_proc as proc
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_recycle as recycle
 from ansible_collections.graceful.gunicorn.plugins.module_utils import refresh_plan as plan
@@ -201,12 +202,12 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    found = recycle.preflight(module, [])
+    found = operation.preflight(module, "reload")
     pid, target, status = found["pid"], found["target"], found["status"]
     old_pids = common.pids(found["before"]["workers"])
     preload = recycle.preload_of(status, proc.cmdline(pid), recycle.read_text(target["config"] or ""))
     code_reloaded = None if preload is None else not preload
-    run = recycle.Run(module, found["probe"])
+    run = operation.Operation(module, found["probe"], found["identity"], "reload")
     run.notes = found["notes"]
     run.phases.items.extend(found["phases"].items)
     use_channel = status is not None
@@ -234,13 +235,12 @@ def main():
         run.notes.append("could not tell whether the master preloads the app: code_reloaded is unknown")
 
     if module.check_mode:
-        found["phases"].end(True, "check mode")
-        module.exit_json(
-            changed=True,
-            msg="would send SIGHUP to master %d (%s) and wait for %d new workers"
+        operation.check_mode_exit(
+            module,
+            found,
+            "would send SIGHUP to master %d (%s) and wait for %d new workers"
             % (pid, found["flavour"], params["workers"] or len(old_pids)),
             phases=run.phases.items,
-            signals=[],
             health=run.health_result(),
             duration=run.duration(),
             **result,
@@ -248,24 +248,20 @@ def main():
     found["phases"].end(True, "master %d (%s) with %d workers" % (pid, found["flavour"], len(old_pids)))
 
     before_refresh = refresh_ids(status)
-    state = {
-        "phase": "hup",
-        "flavour": found["flavour"],
-        "channel": use_channel,
-        "old_pids": old_pids,
-        "health_configured": run.probe is not None,
-        "sent": set(),
-        "reload": None,
-        "refresh": None,
-        "boot_failure": None,
-    }
+    state = plan.ReloadState(
+        phase="hup",
+        flavour=found["flavour"],
+        channel=use_channel,
+        old_pids=old_pids,
+        health_configured=run.probe is not None,
+    )
     hup_at = time.time()
     run.enter("hup")
     workers = []
     describe = ""
     channel_lost_since = None
     while True:
-        alive, workers, now_status = recycle.observe(pid, target, params, use_channel)
+        alive, workers, now_status = recycle.observe(pid, target, params, use_channel, found["identity"], run)
         expected = params["workers"] or ((now_status or {}).get("config") or {}).get("workers") or len(old_pids)
         state.update(
             master_alive=alive, workers=workers, expected_workers=expected, deadline_passed=run.deadline_passed()
@@ -282,26 +278,26 @@ def main():
             # each fork): keep what it said last, and judge by /proc only once it has stayed silent.
             channel_lost_since = channel_lost_since or time.time()
             if time.time() - channel_lost_since > CHANNEL_SILENCE:
-                state["channel"] = False
-        if state["refresh"]:
-            result["refresh"] = state["refresh"]
+                state.channel = False
+        if state.refresh:
+            result["refresh"] = state.refresh
         if now_status is not None:
             result["last_boot_failure"] = since(now_status.get("last_boot_failure"), hup_at - 0.5)
         result["new_workers"] = common.pids(workers)
         describe = plan.generation_complete(workers, old_pids, expected)[1]
-        if state["phase"] == "health":
+        if state.phase == "health":
             ok, detail = run.health_phase()
-            state["health_ok"] = ok
+            state.health_ok = ok
             describe = detail
         step = plan.reload_step(state)
         kind = step["action"]
         if kind == "hup":
-            state["sent"].add("hup")
+            state.sent.add("hup")
             run.signal(pid, "SIGHUP")
         elif kind == "advance":
-            run.leave(True, "" if state["phase"] == "hup" else describe)
-            state["phase"] = step["phase"]
-            state["sent"] = set()
+            run.leave(True, "" if state.phase == "hup" else describe)
+            state.phase = step["phase"]
+            state.sent = set()
             run.enter(step["phase"])
         elif kind == "wait":
             time.sleep(recycle.POLL)

@@ -25,7 +25,11 @@ description:
     back (C(SIGHUP)) if they were drained, the new master is stopped, the old master's health is verified, and the
     module fails naming the phase.
   - Refuses to start while another upgrade is in flight (a live second master); removes a stale C(<pidfile>.2)
-    left by a dead one.
+    left by a dead one (only a regular file, never through a symlink).
+  - The PID in C(<pidfile>.2) and any PID the control socket reports are hints from the service user's directory;
+    a second master is accepted only as a child of the verified old master, with its user, in the unit's cgroup,
+    running the release's interpreter. Anything else is refused, never signalled, and the upgrade fails (rolling
+    back) naming it. Signals go through a pidfd where the kernel has them, so a reused PID is never hit.
   - The new master is executed from the command line and working directory the old one was started with, so a
     release layout where the unit runs the app through a C(current) symlink upgrades to whatever C(current) points
     to at the time of the upgrade. Never delete the previous release before the upgrade has finished.
@@ -73,7 +77,9 @@ options:
   release_link:
     description:
       - The symlink the unit starts the app through (for example C(/srv/gunicorn/<instance>/current)).
-      - Defaults to the old master's C($PWD) when that is a symlink.
+      - Defaults to C(current) of the instance manifest (C(instance.json) beside the config); never taken from the
+        master's environment or working directory, which the app controls.
+      - It must be a symlink in a directory only root can write, with no symlink in its path.
     type: path
   restore_release_link:
     description:
@@ -81,6 +87,10 @@ options:
         C(preload_app)) imports the code its working directory path holds at that moment. With this on, the
         release link is pointed back at the old master's release first, so the old code comes back; the result's
         RV(release_link_restored) says so.
+      - The old release is the directory directly under the instance's C(releases/) (from the manifest's C(root),
+        else beside the link) that the old master's working directory names; it must be a real directory owned by
+        root, reached without symlinks. Otherwise the link is left as it is and the failure message says why.
+      - The link is swapped atomically (a new symlink under a temporary name, renamed over it).
     type: bool
     default: true
 attributes:
@@ -211,22 +221,29 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_channel as channel
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_common as common
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_health as health
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_operation as operation
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_proc as proc
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_trust as trust
 from ansible_collections.graceful.gunicorn.plugins.module_utils import upgrade_plan as plan
 
 HEALTH_PHASES = ("health_new", "bake", "rollback_verify")
 POLL = 0.1
+# Seconds after USR2 without a new master in /proc before the arbiter's report of a failed re-exec is believed:
+# a re-executed master is forked at once, so a real one shows up well within this.
+SPAWN_QUIET = 1.0
 
 
 class Upgrade:
     """Observes the masters, asks upgrade_plan what to do, does it; all decisions live in upgrade_plan."""
 
-    def __init__(self, module, target, probe, old_pid, before, flavour, unit, notes):
+    def __init__(self, module, target, probe, identity, before, flavour, release):
         self.module = module
         self.params = module.params
         self.target = target
         self.probe = probe
-        self.old_pid = old_pid
+        self.identity = identity
+        self.old_pid = identity.pid
+        unit, notes = identity.unit, identity.notes
         self.new_pid = None
         self.flavour = flavour
         self.unit = unit
@@ -235,33 +252,37 @@ class Upgrade:
         self.health_checks = []
         self.signals = []
         self.channel_seen = False
-        self.release_link, self.old_release = find_release(old_pid, self.params["release_link"])
+        self.release = release
         self.release_restored = None
+        self.release_problem = None
         self.spawn_error = None
+        self.usr2_at = None
+        self.hard_stop = None
         self.started = time.time()
         self.old_workers_before = common.pids(before["workers"])
         self.new_workers = []
         self.failed_phase = None
         self.failure_reason = None
-        self.state = {
-            "phase": "spawn",
-            "flavour": flavour,
-            "on_failure": self.params["on_failure"],
-            "expected_workers": self.params["workers"] or len(before["workers"]) or 1,
-            "old_initial": len(before["workers"]),
-            "health_configured": probe is not None,
-            "ttou_sent": 0,
-            "drained": False,
-            "unit_checked": unit["checked"],
-        }
+        self.state = plan.UpgradeState(
+            phase="spawn",
+            flavour=flavour,
+            on_failure=self.params["on_failure"],
+            expected_workers=self.params["workers"] or len(before["workers"]) or 1,
+            old_initial=len(before["workers"]),
+            health_configured=probe is not None,
+            unit_checked=unit["checked"],
+        )
 
     # -- observation ---------------------------------------------------------------------------------------------
     def observe(self):
         ready_seconds = self.params["worker_ready_seconds"]
-        snap = proc.snapshot(self.old_pid, self.target["pidfile"], ready_seconds)
+        snap = proc.snapshot(self.old_pid, self.target["pidfile"], ready_seconds, self.identity.judge_new_pid)
         old_alive = snap["master"] is not None and proc.alive(self.old_pid)
         new_workers = snap["new_workers"]
-        if snap["new_master"] and snap["new_master"]["pid"] != self.old_pid:
+        refusal = common.second_master_refusal(snap, self.old_pid)
+        if refusal and not self.state.refused:
+            self.state.refused = refusal
+        if snap["new_master"] and self.identity.accept_new_master(snap["new_master"]["pid"]) is None:
             self.new_pid = snap["new_master"]["pid"]
         elif self.new_pid:
             alive = proc.alive(self.new_pid)
@@ -271,7 +292,7 @@ class Upgrade:
             # The bundled arbiter knows which workers are ready (booted, health-checked, not retiring).
             new_workers = self.apply_channel_readiness(self.new_pid, new_workers)
             old_workers = self.apply_channel_readiness(self.old_pid, old_workers) if old_alive else []
-            if self.state["phase"] == "spawn" and not self.new_pid and old_alive:
+            if self.state.phase == "spawn" and old_alive and "usr2" in self.state.sent:
                 self.check_failed_reexec()
         self.new_workers = new_workers
         state = self.state
@@ -284,26 +305,25 @@ class Upgrade:
             new_workers=len(new_workers),
             new_ready=sum(1 for w in new_workers if w["ready"]),
             deadline_passed=time.time() >= self.deadline,
+            spawn_quiet=self.usr2_at is not None and time.time() - self.usr2_at >= SPAWN_QUIET,
         )
-        if state["phase"] == "promote":
-            state["pidfile_pid"] = (
-                proc.read_pidfile(self.target["pidfile"])[0] if self.target["pidfile"] else (self.new_pid)
-            )
+        if state.phase == "promote":
+            state.pidfile_pid = read_pid(self.target["pidfile"]) if self.target["pidfile"] else self.new_pid
             if self.target["pidfile"]:
-                state["second_pidfile_pid"] = proc.read_pidfile(self.target["pidfile"] + ".2")[0]
+                state.second_pidfile_pid = read_pid(self.target["pidfile"] + ".2")
             if self.unit["checked"]:
                 unit = common.unit_state(self.target["unit"])
                 state.update(unit_active=unit["active_state"] in ("active", "reloading"), main_pid=unit["main_pid"])
                 self.unit = unit
-        if state["phase"] in HEALTH_PHASES and self.probe is not None:
+        if state.phase in HEALTH_PHASES and self.probe is not None:
             if time.time() >= self.next_probe:
                 self.tracker.record(health.probe_once(self.probe))
                 self.next_probe = time.time() + self.params["health_interval"]
-            state["health_ok"] = self.health_verdict(state["phase"])
+            state.health_ok = self.health_verdict(state.phase)
         else:
-            state["health_ok"] = None
-        if state["phase"] == "bake":
-            state["bake_done"] = time.time() - self.phase_started >= self.params["bake_seconds"] and (
+            state.health_ok = None
+        if state.phase == "bake":
+            state.bake_done = time.time() - self.phase_started >= self.params["bake_seconds"] and (
                 self.probe is None or (self.tracker.attempts > 0 and self.tracker.last["ok"])
             )
 
@@ -313,18 +333,40 @@ class Upgrade:
         data = channel.status(self.target["control_socket"], pid, timeout=2.0, memory=False)
         if data is None:
             return workers
+        master = self.identity.master if pid == self.old_pid else self.identity.new_master
+        refusal = common.channel_refusal(data, self.identity, master) if master else None
+        if refusal and not self.state.refused:
+            self.state.refused = refusal
         self.channel_seen = True
         ready = set(channel.ready_pids(data))
         return [dict(w, ready=w["pid"] in ready and w["ready"]) for w in workers]
 
     def check_failed_reexec(self):
-        """The bundled arbiter reports a new master that died before we saw it: fail the spawn at once."""
+        """The bundled arbiter reports a new master that died before we saw it: fail the spawn at once.
+
+        The control socket lies in a directory the service user owns: the PID it reports is quoted, never
+        taken as the new master (only a checked child of the old master found in /proc is)."""
         data = channel.status(self.target["control_socket"], self.old_pid, timeout=2.0, memory=False)
         last = ((data or {}).get("master") or {}).get("last_upgrade") or {}
         if last.get("outcome") == "failed" and (last.get("at") or 0) >= self.phase_started - 1:
-            self.state["new_pid"] = last.get("pid")
-            self.new_pid = last.get("pid")
-            self.spawn_error = last.get("error")
+            reported = last.get("pid")
+            if isinstance(reported, int) and reported > 0 and proc.alive(reported):
+                # A re-exec child that failed has exited: a report naming a live PID that is not a checked
+                # second master is a lie told over a socket the service user can replace.
+                reason = self.identity.judge_new_pid(reported) if reported != self.new_pid else None
+                if reason and not self.state.refused:
+                    self.state.refused = (
+                        "refused the control socket's report of a failed re-exec: it names PID %d, which is "
+                        "running: %s" % (reported, reason)
+                    )
+                return
+            if self.new_pid:
+                return
+            self.spawn_error = str(last.get("error") or "no error given")[:500]
+            self.state.spawn_failed = "the bundled arbiter reports the new master (PID %s) failed: %s" % (
+                reported,
+                self.spawn_error,
+            )
 
     def health_verdict(self, phase):
         tracker = self.tracker
@@ -338,8 +380,8 @@ class Upgrade:
 
     # -- phases --------------------------------------------------------------------------------------------------
     def enter(self, phase, detail=""):
-        self.state["phase"] = phase
-        self.state["sent"] = set()
+        self.state.phase = phase
+        self.state.sent = set()
         self.phase_started = time.time()
         timeout = self.params["timeout"]
         if phase == "spawn":
@@ -350,95 +392,139 @@ class Upgrade:
         self.phases.start(phase, detail)
 
     def leave(self, ok, detail):
-        sent = ["%s to %d" % (s["signal"], s["pid"]) for s in self.signals if s["phase"] == self.state["phase"]]
+        sent = ["%s to %d" % (s["signal"], s["pid"]) for s in self.signals if s["phase"] == self.state.phase]
         if sent:
             detail = "%s%s%s" % (", ".join(sent), "; " if detail else "", detail)
-        if self.probe is not None and self.state["phase"] in HEALTH_PHASES:
+        if self.probe is not None and self.state.phase in HEALTH_PHASES:
             check = self.tracker.summary()
-            check["phase"] = self.state["phase"]
+            check["phase"] = self.state.phase
             self.health_checks.append(check)
         self.phases.end(ok, detail)
 
-    def signal(self, pid, signame, label):
-        delivered = common.send_signal(pid, signame)
-        self.state["sent"].add(label)
+    def signal(self, pid, signame, label, handle=None):
+        """Signal the verified old master, the accepted new master, or a checked worker handle; nothing else."""
+        try:
+            if handle is not None:
+                delivered = handle.send(signame)
+            elif pid == self.old_pid:
+                delivered = self.identity.signal_master(signame)
+            elif self.identity.new_master is not None and pid == self.identity.new_master["pid"]:
+                delivered = self.identity.signal_new_master(signame)
+            else:
+                raise trust.Refused(
+                    "refused to signal PID %s: it is neither the verified master nor an accepted second master" % pid
+                )
+        except trust.Refused as exc:
+            self.leave(False, str(exc))
+            return self.finish_failure(self.state.phase, str(exc), False)
+        self.state.sent.add(label)
         self.signals.append(
             {
                 "signal": signame,
                 "pid": pid,
-                "phase": self.state["phase"],
+                "phase": self.state.phase,
                 "at": round(time.time(), 3),
                 "delivered": delivered,
             }
         )
 
     def run(self):
+        """Observe, ask upgrade_plan, act through ACTIONS until an action ends the run."""
         self.enter("spawn")
-        hard_stop = time.time() + 12 * self.params["timeout"] + self.params["bake_seconds"] + 60
+        self.hard_stop = time.time() + 12 * self.params["timeout"] + self.params["bake_seconds"] + 60
         while True:
             self.observe()
             step = plan.next_action(self.state)
-            kind = step["action"]
-            if kind == "wait":
-                if time.time() > hard_stop:
-                    return self.finish_failure(self.state["phase"], "the upgrade took too long", False)
-                interval = self.params["health_interval"] if self.state["phase"] in HEALTH_PHASES else POLL
-                time.sleep(min(interval, POLL * 3))
-            elif kind == "advance":
-                self.leave(True, self.describe_phase_end())
-                self.enter(step["phase"])
-            elif kind == "usr2":
-                self.signal(self.old_pid, "SIGUSR2", "usr2")
-            elif kind == "winch_old":
-                self.signal(self.old_pid, "SIGWINCH", "winch")
-                self.state["drained"] = True
-            elif kind == "ttou_old":
-                self.signal(self.old_pid, "SIGTTOU", "ttou")
-                self.state["ttou_sent"] += 1
-                self.state["drained"] = True
-            elif kind == "term_old":
-                self.signal(self.old_pid, "SIGTERM", "term_old")
-            elif kind == "rollback_hup_old":
-                self.restore_release_link()
-                self.signal(self.old_pid, "SIGHUP", "hup_old")
-            elif kind == "term_new":
-                self.signal(self.new_pid, "SIGTERM", "term_new")
-            elif kind == "kill_new":
-                # Its workers would be orphaned (a worker hanging at import never notices): they go too.
-                workers = common.pids(self.new_workers)
-                self.signal(self.new_pid, "SIGKILL", "kill_new")
-                for pid in workers:
-                    self.signal(pid, "SIGKILL", "kill_new_worker")
-            elif kind == "rollback":
-                self.failed_phase, self.failure_reason = step["phase"], step["reason"]
-                self.leave(False, step["reason"])
-                self.enter("rollback_restore", "after %s failed" % step["phase"])
-            elif kind == "rolled_back":
-                self.leave(True, "old master %d healthy" % self.old_pid)
-                self.remove_stale_second_pidfile()
-                return self.finish_failure(self.failed_phase, self.failure_reason, True)
-            elif kind == "fail":
-                self.leave(False, step["reason"])
-                if self.failed_phase:
-                    return self.finish_failure(
-                        self.failed_phase,
-                        "%s; then the rollback failed in %s: %s" % (self.failure_reason, step["phase"], step["reason"]),
-                        False,
-                    )
-                return self.finish_failure(step["phase"], step["reason"], False)
-            elif kind == "done":
-                self.leave(True, self.describe_phase_end())
-                return self.finish_success()
+            ACTIONS[step["action"]](self, step)
+
+    # -- actions (ACTIONS maps upgrade_plan's action names to these) ----------------------------------------------
+    def act_wait(self, _step):
+        if time.time() > self.hard_stop:
+            self.finish_failure(self.state.phase, "the upgrade took too long", False)
+        interval = self.params["health_interval"] if self.state.phase in HEALTH_PHASES else POLL
+        time.sleep(min(interval, POLL * 3))
+
+    def act_advance(self, step):
+        self.leave(True, self.describe_phase_end())
+        self.enter(step["phase"])
+
+    def act_usr2(self, _step):
+        self.usr2_at = time.time()
+        self.signal(self.old_pid, "SIGUSR2", "usr2")
+
+    def act_winch_old(self, _step):
+        self.signal(self.old_pid, "SIGWINCH", "winch")
+        self.state.drained = True
+
+    def act_ttou_old(self, _step):
+        self.signal(self.old_pid, "SIGTTOU", "ttou")
+        self.state.ttou_sent += 1
+        self.state.drained = True
+
+    def act_term_old(self, _step):
+        self.signal(self.old_pid, "SIGTERM", "term_old")
+
+    def act_rollback_hup_old(self, _step):
+        self.restore_release_link()
+        self.signal(self.old_pid, "SIGHUP", "hup_old")
+
+    def act_term_new(self, _step):
+        self.signal(self.new_pid, "SIGTERM", "term_new")
+
+    def act_kill_new(self, _step):
+        """SIGKILL the new master and its workers, which would be orphaned (a worker hanging at import never
+        notices). The workers are checked (children of the new master, its uid and cgroup) and held before the
+        master dies."""
+        handles = []
+        for pid in common.pids(self.new_workers):
+            try:
+                handle = self.identity.open_worker(pid, self.identity.new_master)
+            except trust.Refused as exc:
+                self.notes.append(str(exc))
+                continue
+            if handle is not None:
+                handles.append(handle)
+        try:
+            self.signal(self.new_pid, "SIGKILL", "kill_new")
+            for handle in handles:
+                self.signal(handle.pid, "SIGKILL", "kill_new_worker", handle)
+        finally:
+            for handle in handles:
+                handle.close()
+
+    def act_rollback(self, step):
+        self.failed_phase, self.failure_reason = step["phase"], step["reason"]
+        self.leave(False, step["reason"])
+        self.enter("rollback_restore", "after %s failed" % step["phase"])
+
+    def act_rolled_back(self, _step):
+        self.leave(True, "old master %d healthy" % self.old_pid)
+        self.remove_stale_second_pidfile()
+        self.finish_failure(self.failed_phase, self.failure_reason, True)
+
+    def act_fail(self, step):
+        self.leave(False, step["reason"])
+        if self.failed_phase:
+            self.finish_failure(
+                self.failed_phase,
+                "%s; then the rollback failed in %s: %s" % (self.failure_reason, step["phase"], step["reason"]),
+                False,
+            )
+        self.finish_failure(step["phase"], step["reason"], False)
+
+    def act_done(self, _step):
+        self.leave(True, self.describe_phase_end())
+        self.finish_success()
 
     def describe_phase_end(self):
         state = self.state
-        phase = state["phase"]
+        phase = state.phase
         if phase == "spawn":
             return "new master %s" % self.new_pid
         if phase == "new_ready":
             return "%d of %d new workers ready: %s" % (
-                state["new_ready"],
-                state["new_workers"],
+                state.new_ready,
+                state.new_workers,
                 common.pids(self.new_workers),
             )
         if phase in ("health_new", "bake") and self.probe is None:
@@ -446,38 +532,46 @@ class Upgrade:
         if phase in ("health_new", "bake"):
             return "%d health requests, %d failed" % (self.tracker.attempts, self.tracker.failures)
         if phase == "drain_old":
-            return "%d old workers left" % state["old_workers"]
+            return "%d old workers left" % state.old_workers
         if phase == "retire_old":
             return "old master %d exited" % self.old_pid
         if phase == "promote":
             return "pidfile names %s; unit %s" % (
-                state.get("pidfile_pid"),
-                "active with MainPID %s" % state.get("main_pid") if self.unit["checked"] else "not checked",
+                state.pidfile_pid,
+                "active with MainPID %s" % state.main_pid if self.unit["checked"] else "not checked",
             )
         return ""
 
     def restore_release_link(self):
-        """Point the release link back at the old master's release, so its re-spawned workers run the old code."""
-        link, old_release = self.release_link, self.old_release
-        if not link or not old_release or not self.params["restore_release_link"]:
+        """Point the release link back at the old master's release, so its re-spawned workers run the old code.
+
+        The link is the manifest's `current` (or release_link), the target a real directory directly under the
+        instance's releases/ named by the old master's working directory; see release_plan."""
+        if not self.params["restore_release_link"]:
             self.notes.append("the old master's new workers import the code its working directory holds now")
             return
-        try:
-            current = os.path.realpath(link)
-            if current == old_release:
+        release = self.release
+        problem = release["problem"]
+        if not problem:
+            target = os.path.join(release["releases"], release["name"])
+            try:
+                if os.readlink(release["link"]) == target:
+                    return
+                previous = trust.swap_current(release["link"], release["releases"], release["name"])
+            except (trust.Refused, OSError) as exc:
+                problem = str(exc)
+            else:
+                self.release_restored = {"link": release["link"], "from": previous, "to": target}
+                self.notes.append(
+                    "pointed %s back from %s to %s before re-spawning the old workers"
+                    % (release["link"], previous, target)
+                )
                 return
-            tmp = "%s.rollback.%d" % (link, os.getpid())
-            os.symlink(old_release, tmp)
-            os.rename(tmp, link)
-            self.release_restored = {"link": link, "from": current, "to": old_release}
-            self.notes.append(
-                "pointed %s back from %s to %s before re-spawning the old workers" % (link, current, old_release)
-            )
-        except OSError as exc:
-            self.notes.append("could not point %s back to %s: %s" % (link, old_release, exc))
+        self.release_problem = problem
+        self.notes.append("the release link was not restored: %s" % problem)
 
     def remove_stale_second_pidfile(self):
-        removed = remove_stale_second_pidfile(self.target["pidfile"])
+        removed = trust.remove_second_pidfile(self.target["pidfile"], proc.alive)
         if removed:
             self.notes.append(removed)
 
@@ -519,42 +613,63 @@ class Upgrade:
             )
         else:
             msg = "upgrade failed in phase %s: %s" % (phase, reason)
+        if self.release_problem:
+            msg += "; the release link was not restored: %s" % self.release_problem
         self.module.fail_json(msg=msg, changed=True, **result)
 
 
-def find_release(pid, link=None):
-    """(release link, old release directory) of a master, or (None, None).
+# What each of upgrade_plan's actions does; finish_success and finish_failure end the module run.
+ACTIONS = {
+    "wait": Upgrade.act_wait,
+    "advance": Upgrade.act_advance,
+    "usr2": Upgrade.act_usr2,
+    "winch_old": Upgrade.act_winch_old,
+    "ttou_old": Upgrade.act_ttou_old,
+    "term_old": Upgrade.act_term_old,
+    "rollback_hup_old": Upgrade.act_rollback_hup_old,
+    "term_new": Upgrade.act_term_new,
+    "kill_new": Upgrade.act_kill_new,
+    "rollback": Upgrade.act_rollback,
+    "rolled_back": Upgrade.act_rolled_back,
+    "fail": Upgrade.act_fail,
+    "done": Upgrade.act_done,
+}
 
-    The old release is the master's working directory as the kernel resolved it when the master started. The link
-    is `link`, or else the master's $PWD when that is a symlink (a `current` link the unit starts the app from).
-    """
-    cwd = proc.cwd(pid)
-    if not cwd or cwd.endswith(" (deleted)"):
-        return link, None
-    if not link:
-        pwd = (proc.environ(pid) or {}).get("PWD")
-        if pwd and os.path.islink(pwd):
-            link = pwd
-    if link and not os.path.islink(link):
-        return None, cwd
-    return link, cwd
 
-
-def remove_stale_second_pidfile(pidfile):
-    """Remove <pidfile>.2 when the PID it names is gone; returns a note or None."""
-    if not pidfile:
-        return None
-    path = pidfile + ".2"
-    pid, mtime = proc.read_pidfile(path)
-    if mtime is None:
-        return None
-    if pid and proc.alive(pid):
-        return None
+def read_pid(path):
+    """The PID a pidfile names, or None (missing, empty, or not a regular file)."""
     try:
-        os.unlink(path)
-    except OSError:
+        return proc.read_pidfile(path)[0]
+    except proc.DiscoveryError:
         return None
-    return "removed stale %s (PID %s is gone)" % (path, pid)
+
+
+def release_plan(link_option, manifest, cwd):
+    """{'link', 'releases', 'name', 'problem'}: what a rollback may point `current` back at, decided up front.
+
+    The link is the release_link option (operator input), else the trusted manifest's `current`; never the
+    master's $PWD. The releases tree is the manifest's <root>/releases, else the link's sibling releases/. The old
+    release is only a NAME taken from the master's working directory, which must lie under that tree.
+    """
+    plan = {"link": None, "releases": None, "name": None, "problem": None}
+    manifest = manifest or {}
+    link = link_option or manifest.get("current")
+    if not isinstance(link, str) or not link or common.path_problem("current", link):
+        plan["problem"] = "no release link: no trusted instance manifest and no release_link option"
+        return plan
+    root = manifest.get("root")
+    if isinstance(root, str) and root and not common.path_problem("root", root):
+        releases = os.path.join(root, "releases")
+    else:
+        releases = os.path.join(os.path.dirname(link), "releases")
+    plan.update(link=link, releases=releases)
+    name = trust.release_name_of(cwd, releases)
+    if name is None:
+        plan["problem"] = "%s (the old master's working directory) is not a release under %s" % (cwd, releases)
+        return plan
+    plan["name"] = name
+    plan["problem"] = trust.judge_link(link) or trust.judge_release_target(releases, name)
+    return plan
 
 
 def upgrade_option_problems(params):
@@ -564,6 +679,10 @@ def upgrade_option_problems(params):
             problems.append("%s must be positive" % key)
     if params["health_max_failures"] < 1:
         problems.append("health_max_failures must be at least 1")
+    if params.get("release_link") and not common.path_problem("release_link", params["release_link"]):
+        reason = trust.judge_link(params["release_link"])
+        if reason:
+            problems.append("release_link %s (it must be a symlink in a directory only root can write)" % reason)
     return problems
 
 
@@ -585,54 +704,31 @@ def main():
         required_one_of=common.COMMON_REQUIRED_ONE_OF,
         supports_check_mode=True,
     )
-    params, probe = common.checked_options(module, upgrade_option_problems)
-
-    target = common.resolve_target(params)
-    phases = common.Phases()
-    phases.start("preflight")
-    try:
-        old_pid, unit, notes = common.locate_master(target, params)
-    except proc.DiscoveryError as exc:
-        phases.end(False, str(exc))
-        module.fail_json(msg=str(exc), failed_phase="preflight", phases=phases.items, rolled_back=False)
-    before = proc.snapshot(old_pid, target["pidfile"], params["worker_ready_seconds"])
-    flavour = common.flavour_of(before, params["arbiter"])
-
-    def refuse(msg):
-        phases.end(False, msg)
-        module.fail_json(
-            msg=msg,
-            failed_phase="preflight",
-            phases=phases.items,
-            rolled_back=False,
-            old_master=old_pid,
-            flavour=flavour,
-            unit=unit,
-            notes=notes,
-        )
-
-    if before["new_master"]:
-        refuse(
-            "another upgrade is in flight: master %d already has a second master %d"
-            % (old_pid, before["new_master"]["pid"])
-        )
+    found = operation.preflight(
+        module,
+        "upgrade",
+        upgrade_option_problems,
+        refusal_result=lambda found: {"rolled_back": False, "old_master": found.get("pid")},
+    )
+    params, probe, target, identity = found["params"], found["probe"], found["target"], found["identity"]
+    old_pid, unit, notes = identity.pid, identity.unit, identity.notes
+    flavour, phases = found["flavour"], found["phases"]
     if flavour == "stock" and unit["checked"] and unit["main_pid"] == old_pid and not params["force_stock"]:
-        refuse(
+        operation.refuse(
+            module,
+            found,
             "stock gunicorn under systemd unit %s: the unit would stop (and kill the new master) when the old "
-            "master exits; run the bundled graceful-gunicorn arbiter or set force_stock" % unit["name"]
+            "master exits; run the bundled graceful-gunicorn arbiter or set force_stock" % unit["name"],
         )
-    if not before["workers"]:
-        refuse("master %d has no workers to upgrade from" % old_pid)
     # Workers still booting import whatever release `current` points to now: wait until they all run.
-    deadline = time.time() + params["timeout"]
-    while not all(w["ready"] for w in before["workers"]):
-        if time.time() >= deadline:
-            refuse(
-                "master %d has workers that are not ready: %s"
-                % (old_pid, [w["pid"] for w in before["workers"] if not w["ready"]])
-            )
-        time.sleep(0.2)
-        before = proc.snapshot(old_pid, target["pidfile"], params["worker_ready_seconds"])
+    operation.wait_until_ready(
+        module,
+        found,
+        lambda: proc.snapshot(old_pid, target["pidfile"], params["worker_ready_seconds"], identity.judge_new_pid)[
+            "workers"
+        ],
+    )
+    before = found["before"]
     if probe is None:
         notes.append("no health check configured: readiness is worker heartbeat and age only")
     else:
@@ -640,17 +736,19 @@ def main():
             probe, 1, time.time() + params["timeout"], params["health_interval"], params["health_max_failures"]
         )
         if not ok:
-            refuse(
+            operation.refuse(
+                module,
+                found,
                 "the app is not healthy before the upgrade (%s): not starting one"
-                % ((summary["last"] or {}).get("detail"))
+                % ((summary["last"] or {}).get("detail")),
             )
 
     if module.check_mode:
-        phases.end(True, "check mode")
-        stale = target["pidfile"] and os.path.exists(target["pidfile"] + ".2")
-        module.exit_json(
-            changed=True,
-            msg="would send USR2 to master %d (%s), then drain with %s and TERM it once the new master is healthy"
+        stale = target["pidfile"] and os.path.lexists(target["pidfile"] + ".2")
+        operation.check_mode_exit(
+            module,
+            found,
+            "would send USR2 to master %d (%s), then drain with %s and TERM it once the new master is healthy"
             % (old_pid, flavour, "WINCH" if flavour == "graceful" else "TTOU"),
             flavour=flavour,
             old_master=old_pid,
@@ -658,7 +756,6 @@ def main():
             old_workers=common.pids(before["workers"]),
             new_workers=[],
             phases=phases.items,
-            signals=[],
             health={"target": health.describe(probe), "checks": []},
             unit=unit,
             failed_phase=None,
@@ -667,12 +764,14 @@ def main():
             duration=0.0,
             notes=notes + (["would remove stale %s.2" % target["pidfile"]] if stale else []),
         )
-    removed = remove_stale_second_pidfile(target["pidfile"])
+    removed = trust.remove_second_pidfile(target["pidfile"], proc.alive)
     if removed:
         notes.append(removed)
     phases.end(True, "master %d (%s) with %d workers" % (old_pid, flavour, len(before["workers"])))
 
-    upgrade = Upgrade(module, target, probe, old_pid, before, flavour, unit, notes)
+    manifest = common.read_manifest(common.manifest_path(params))
+    release = release_plan(params["release_link"], manifest, identity.master["cwd"])
+    upgrade = Upgrade(module, target, probe, identity, before, flavour, release)
     upgrade.phases.items.extend(phases.items)
     upgrade.run()
 

@@ -1,5 +1,6 @@
 """gunicorn_upgrade against real masters on 127.0.0.1 under load: zero failed requests, rollbacks, refusals."""
 
+import json
 import os
 import signal
 import subprocess
@@ -36,6 +37,8 @@ def upgrade_args(site, **extra):
         "health_url": site.url,
         "bake_seconds": 2,
         "timeout": 30,
+        # Without systemd and a root-owned instance manifest here, the operator names the link a rollback restores.
+        "release_link": str(site.current),
     }
     args.update(extra)
     return args
@@ -131,8 +134,13 @@ def test_new_master_killed_during_bake_rolls_back_to_old_code(make_site, load, m
     old_master = site.master_pid()
     holder = {}
 
+    # The link to restore comes from a root-owned instance manifest beside the config, as the role writes it.
+    (site.root / "instance.json").write_text(json.dumps({"current": str(site.current), "root": str(site.root)}))
+
     def run():
-        holder["result"] = module("gunicorn_upgrade", upgrade_args(site, bake_seconds=15, timeout=20))
+        holder["result"] = module(
+            "gunicorn_upgrade", upgrade_args(site, bake_seconds=15, timeout=20, release_link=None)
+        )
 
     with load(site.url, threads=4, seconds=90, max_requests=40000) as traffic:
         thread = threading.Thread(target=run)
@@ -163,7 +171,12 @@ def test_new_master_killed_during_bake_rolls_back_to_old_code(make_site, load, m
     assert killed
     assert result["failed_phase"] == "bake"
     assert result["rolled_back"] is True, result["msg"]
-    assert result["release_link_restored"]["to"].endswith("/releases/v1")
+    assert result["release_link_restored"] == {
+        "link": str(site.current),
+        "from": str(site.root / "releases" / "v2"),
+        "to": str(site.root / "releases" / "v1"),
+    }
+    assert os.readlink(site.current) == str(site.root / "releases" / "v1")
     assert site.master_pid() == old_master
     assert site.version() == "1.0.0"
     assert len(traffic.failures) <= 2, traffic.failures  # requests in flight on the SIGKILLed master's workers

@@ -55,26 +55,6 @@ def test_classify_process_title():
     assert info["role"] == "worker"
 
 
-GUNICORN = ["/v/bin/python3", "/v/bin/gunicorn", "-c", "/etc/gunicorn/shop/gunicorn.conf.py", "app:app"]
-
-
-@pytest.mark.parametrize(
-    ("argv", "kwargs", "ok", "fragment"),
-    [
-        (GUNICORN, {"expected_config": "/etc/gunicorn/shop/gunicorn.conf.py"}, True, "stock"),
-        (GUNICORN, {"expected_config": "/etc/gunicorn/other/gunicorn.conf.py"}, False, "runs config"),
-        (["/usr/bin/sleep", "1000"], {}, False, "not gunicorn"),
-        (["gunicorn: worker [shop]"], {}, False, "worker"),
-        (GUNICORN, {"started_since_boot": 500.0, "pidfile_since_boot": 100.0}, False, "reused"),
-        (GUNICORN, {"started_since_boot": 100.0, "pidfile_since_boot": 100.5}, True, "stock"),
-    ],
-)
-def test_check_identity(argv, kwargs, ok, fragment):
-    result, reason = proc.check_identity(argv, **kwargs)
-    assert result is ok
-    assert fragment in reason
-
-
 @pytest.mark.parametrize(("mtime", "seen"), [(None, False), (1.7e9, False), (12345.6, True)])
 def test_heartbeat_seen(mtime, seen):
     assert proc.heartbeat_seen(mtime) is seen
@@ -101,7 +81,16 @@ def test_explicit_paths_win_over_instance():
 @pytest.mark.parametrize(
     ("params", "problem"),
     [
-        ({"instance": "../x"}, "plain name"),
+        ({"instance": "../x"}, "instance must match"),
+        ({"instance": "shop\n"}, "instance must match"),
+        ({"instance": "Shop"}, "instance must match"),
+        ({"unit": "x.service\n"}, "unit must be a systemd service name"),
+        ({"unit": "../x.service"}, "unit must be a systemd service name"),
+        ({"pidfile": "run/x.pid"}, "pidfile must be an absolute path"),
+        ({"pidfile": "/run/../etc/x.pid"}, "pidfile must be an absolute path"),
+        ({"config": "/etc/x\r.py"}, "config must be an absolute path"),
+        ({"release_link": "/srv/x/current\n"}, "release_link must be an absolute path"),
+        ({"host_header": "a\r\nX-Evil: 1"}, "host_header must not contain"),
         ({"timeout": 0}, "timeout must be positive"),
         ({"health_checks": 0}, "health_checks"),
         ({"expected_status": [200, 700]}, "700"),
@@ -125,6 +114,7 @@ def test_unit_state_without_unit():
         "active_state": None,
         "main_pid": None,
         "load_state": None,
+        "control_group": None,
     }
 
 
@@ -213,3 +203,17 @@ def test_health_tracker_streaks():
 )
 def test_release_name_from_the_master_working_directory(cwd, release):
     assert proc.release_name(cwd) == release
+
+
+@pytest.mark.parametrize(
+    ("cwd", "release"),
+    [
+        ("/srv/gunicorn/shop/releases/2.4.1", "2.4.1"),
+        ("/srv/gunicorn/shop/releases/2.4.1/app", "2.4.1"),
+        # a working directory the app moved to, shaped like a release: not one of this instance's releases
+        ("/run/gunicorn-shop/releases/evil", None),
+        ("/srv/gunicorn/shop/releases-x/1", None),
+    ],
+)
+def test_release_name_under_the_trusted_releases_tree(cwd, release):
+    assert proc.release_name(cwd, "/srv/gunicorn/shop/releases") == release

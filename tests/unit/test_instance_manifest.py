@@ -1,6 +1,7 @@
 """Options left unset are completed from the role's instance manifest; explicit options always win."""
 
 import json
+import os
 
 import pytest
 
@@ -106,3 +107,31 @@ def test_unreadable_manifest_leaves_the_defaults(tmp_path, content):
 def test_default_manifest_path_follows_the_instance():
     assert common.manifest_path({"instance": "api", "config": None}) == "/etc/gunicorn/api/instance.json"
     assert common.manifest_path({"instance": None, "config": None}) is None
+
+
+class Failed(Exception):
+    pass
+
+
+class FakeModule:
+    def __init__(self, params):
+        self.params = params
+
+    def fail_json(self, msg, **_result):
+        raise Failed(msg)
+
+
+def test_an_untrusted_manifest_fails_the_module_before_anything_is_done(tmp_path):
+    manifest = tmp_path / "instance.json"
+    manifest.write_text(json.dumps(MANIFEST))
+    os.chmod(manifest, 0o664)
+    with pytest.raises(Failed, match=r"invalid options: instance manifest not trusted: .* group- or world-writable"):
+        common.checked_options(FakeModule(blank(config=str(tmp_path / "gunicorn.conf.py"))))
+
+
+def test_values_from_the_manifest_pass_the_option_checks(tmp_path):
+    (tmp_path / "instance.json").write_text(json.dumps(dict(MANIFEST, pidfile="/run/../etc/shadow")))
+    module = FakeModule(blank(instance=None, pidfile=None, unit=None, config=str(tmp_path / "gunicorn.conf.py")))
+    module.params["instance"] = "shop"
+    with pytest.raises(Failed, match=r"from the instance manifest .*: pidfile must be an absolute path"):
+        common.checked_options(module)

@@ -33,7 +33,7 @@ RELOAD = {
 
 
 def reload_state(**changes):
-    return dict(RELOAD, **changes)
+    return plan.ReloadState(**dict(RELOAD, **changes))
 
 
 def graceful(**changes):
@@ -127,7 +127,7 @@ STOCK = {
 
 
 def stock(**changes):
-    return dict(STOCK, **changes)
+    return plan.StockRefreshState(**dict(STOCK, **changes))
 
 
 STOCK_CASES = [
@@ -221,14 +221,14 @@ def simulate_stock(workers, batch_size):
         )
         step = plan.stock_refresh_step(state)
         if step["action"] == "ttin":
-            state["ttin_sent"] += 1
+            state.ttin_sent += 1
             alive.append(next_pid)
             next_pid += 1
         elif step["action"] == "ttou":
-            state["ttou_sent"] += 1
+            state.ttou_sent += 1
             alive.pop(0)
         elif step["action"] == "advance":
-            state["phase"] = step["phase"]
+            state.phase = step["phase"]
         elif step["action"] == "next_batch":
             sizes = sizes[1:]
             known = set(alive)
@@ -274,7 +274,7 @@ GRACEFUL = {
 
 
 def arb(**changes):
-    return dict(GRACEFUL, **changes)
+    return plan.GracefulRefreshState(**dict(GRACEFUL, **changes))
 
 
 GRACEFUL_CASES = [

@@ -1,5 +1,7 @@
 """Table-driven tests of the binary upgrade's decisions (plugins/module_utils/upgrade_plan.py)."""
 
+import re
+
 import pytest
 
 from ansible_collections.graceful.gunicorn.plugins.module_utils import upgrade_plan as plan
@@ -26,9 +28,7 @@ BASE = {
 
 
 def state(**changes):
-    result = dict(BASE)
-    result.update(changes)
-    return result
+    return plan.UpgradeState(**dict(BASE, **changes))
 
 
 CASES = [
@@ -42,6 +42,40 @@ CASES = [
         ("rollback", "spawn"),
     ),
     ("new master died at once", state(phase="spawn", sent={"usr2"}, new_alive=False), ("rollback", "spawn")),
+    (
+        "the arbiter reports its re-exec failed (the PID it names is not taken)",
+        state(
+            phase="spawn", sent={"usr2"}, new_pid=None, new_alive=False, spawn_failed="re-exec failed", spawn_quiet=True
+        ),
+        ("rollback", "spawn"),
+    ),
+    (
+        "a failed re-exec report is not believed right after USR2",
+        state(phase="spawn", sent={"usr2"}, new_pid=None, new_alive=False, spawn_failed="re-exec failed"),
+        ("wait", None),
+    ),
+    (
+        "a failed re-exec report while a checked new master runs is ignored",
+        state(phase="spawn", sent={"usr2"}, spawn_failed="re-exec failed", spawn_quiet=True),
+        ("advance", "new_ready"),
+    ),
+    # a PID offered as the second master was refused: the phase fails, whatever else looks fine
+    (
+        "victim in <pidfile>.2 during spawn",
+        state(phase="spawn", sent={"usr2"}, new_pid=None, new_alive=False, refused="refused PID 9"),
+        ("rollback", "spawn"),
+    ),
+    (
+        "victim in <pidfile>.2 while baking",
+        state(phase="bake", bake_done=True, refused="refused PID 9"),
+        ("rollback", "bake"),
+    ),
+    (
+        "victim in <pidfile>.2 after the old master was told to exit",
+        state(phase="promote", old_alive=False, refused="refused PID 9"),
+        ("fail", "promote"),
+    ),
+    ("victim with on_failure=leave", state(phase="new_ready", on_failure="leave", refused="x"), ("fail", "new_ready")),
     # new_ready
     ("all new workers ready", state(phase="new_ready"), ("advance", "health_new")),
     ("new workers booting", state(phase="new_ready", new_ready=1), ("wait", None)),
@@ -186,3 +220,20 @@ def test_promotion_failure_names_every_problem():
     assert "pidfile names 100" in step["reason"]
     assert "no longer active" in step["reason"]
     assert "MainPID is 100" in step["reason"]
+
+
+def test_the_module_has_an_action_for_everything_the_plan_returns():
+    from ansible_collections.graceful.gunicorn.plugins.modules import gunicorn_upgrade
+
+    returned = {expected[0] for _name, _observed, expected in CASES}
+    assert returned <= set(gunicorn_upgrade.ACTIONS), returned - set(gunicorn_upgrade.ACTIONS)
+    documented = set(re.findall(r"[a-z_0-9]+", plan.next_action.__doc__.split("Actions:")[1]))
+    assert set(gunicorn_upgrade.ACTIONS) <= documented
+
+
+def test_state_update_refuses_an_unknown_field():
+    observed = state(phase="spawn")
+    observed.update(new_pid=300, new_alive=True)
+    assert (observed.new_pid, observed.new_alive) == (300, True)
+    with pytest.raises(AttributeError, match="no field 'new_pidd'"):
+        observed.update(new_pidd=300)
