@@ -17,6 +17,8 @@
 #                            (default: graceful.gunicorn from Galaxy)
 #   GUNICORN_COLLECTIONS_DIR where to install it (default: ./.ci-collections)
 #   GUNICORN_SUMMARY_FILE    the JSON summary, kept as a pipeline artifact (default: ./gunicorn-summary.json)
+# Each value must be the whole of a valid value (a release name, an instance name, a host pattern, ...):
+# anything else, such as a tag holding '{{', a space or a newline, is refused before Ansible runs (status 64).
 # Any arguments are passed on to ansible-playbook (e.g. --limit, -e @vars.yml, --private-key KEY).
 #
 # Exit status: ansible-playbook's, so a failed rollout fails the pipeline; 64 for a usage error.
@@ -41,6 +43,45 @@ case $summary in
     *) summary=$PWD/$summary ;;
 esac
 
+# Every value goes to ansible-playbook as JSON in a vars file (-e @FILE), never as -e key=value text, and only
+# once it is the whole of a valid value: a tag or branch name such as '1.0{{ lookup("pipe", "id") }}' would
+# otherwise be evaluated by Ansible, and a space in a key=value pair would start another variable.
+vars_file=$(mktemp "${TMPDIR:-/tmp}/gunicorn-deploy-vars.XXXXXX")
+trap 'rm -f "$vars_file"' EXIT
+GUNICORN_SUMMARY_FILE=$summary python3 - "$vars_file" <<'EOF' || exit 64
+import json
+import os
+import re
+import sys
+
+# Whole-string patterns (re.fullmatch): a trailing newline is refused too.
+RULES = {
+    "GUNICORN_RELEASE": ("gunicorn_release", r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}", str),
+    "GUNICORN_INSTANCE": ("gunicorn_instance", r"[a-z0-9][a-z0-9_-]{0,39}", str),
+    "GUNICORN_TARGET": ("gunicorn_target", r"[A-Za-z0-9_.:&!*,\[\]-]{1,512}", str),
+    "GUNICORN_APP_PACKAGE": ("gunicorn_app_package", r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}(\[[A-Za-z0-9,._-]{1,200}\])?", str),
+    "GUNICORN_SERIAL": ("gunicorn_serial", r"[1-9][0-9]{0,5}|([1-9][0-9]?|100)%", str),
+    "GUNICORN_MAX_FAIL_PERCENTAGE": ("gunicorn_max_fail_percentage", r"[0-9]{1,3}([.][0-9]{1,3})?", float),
+    "GUNICORN_BAKE_SECONDS": ("gunicorn_bake_seconds", r"[0-9]{1,5}([.][0-9]{1,3})?", float),
+    "GUNICORN_KEEP_RELEASES": ("gunicorn_keep_releases", r"[1-9][0-9]?", int),
+    "GUNICORN_SUMMARY_FILE": ("gunicorn_summary_file", r"/[A-Za-z0-9_./+-]{1,1000}", str),
+}
+values, bad = {}, []
+for env, (name, pattern, kind) in RULES.items():
+    value = os.environ.get(env, "")
+    if value == "":
+        continue
+    if not re.fullmatch(pattern, value):
+        bad.append("%s=%s is not a valid %s" % (env, json.dumps(value), name))
+        continue
+    values[name] = kind(value)
+if bad:
+    sys.stderr.write("deploy.sh: refused, nothing was run: %s\n" % "; ".join(bad))
+    sys.exit(1)
+with open(sys.argv[1], "w", encoding="utf-8") as out:
+    json.dump(values, out)
+EOF
+
 # Install the collection where only this job looks, so a stale copy elsewhere cannot shadow it.
 # A path is installed as is (--force: the same version number may carry new content).
 mkdir -p "$collections_dir"
@@ -57,21 +98,8 @@ export ANSIBLE_COLLECTIONS_PATH
 mkdir -p "$(dirname "$summary")"
 rm -f "$summary"
 
-# Optional settings become extra vars only when set, so the playbook's defaults apply otherwise.
-[ -z "${GUNICORN_SERIAL:-}" ] || set -- -e "gunicorn_serial=$GUNICORN_SERIAL" "$@"
-[ -z "${GUNICORN_TARGET:-}" ] || set -- -e "gunicorn_target=$GUNICORN_TARGET" "$@"
-[ -z "${GUNICORN_APP_PACKAGE:-}" ] || set -- -e "gunicorn_app_package=$GUNICORN_APP_PACKAGE" "$@"
-[ -z "${GUNICORN_MAX_FAIL_PERCENTAGE:-}" ] || set -- -e "gunicorn_max_fail_percentage=$GUNICORN_MAX_FAIL_PERCENTAGE" "$@"
-[ -z "${GUNICORN_BAKE_SECONDS:-}" ] || set -- -e "gunicorn_bake_seconds=$GUNICORN_BAKE_SECONDS" "$@"
-[ -z "${GUNICORN_KEEP_RELEASES:-}" ] || set -- -e "gunicorn_keep_releases=$GUNICORN_KEEP_RELEASES" "$@"
-
 rc=0
-ansible-playbook graceful.gunicorn.upgrade \
-    -i "$GUNICORN_INVENTORY" \
-    -e "gunicorn_instance=$GUNICORN_INSTANCE" \
-    -e "gunicorn_release=$GUNICORN_RELEASE" \
-    -e "gunicorn_summary_file=$summary" \
-    "$@" || rc=$?
+ansible-playbook graceful.gunicorn.upgrade -i "$GUNICORN_INVENTORY" -e "@$vars_file" "$@" || rc=$?
 
 if [ -s "$summary" ]; then
     printf '\nSummary (%s):\n' "$summary"

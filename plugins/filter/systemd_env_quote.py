@@ -15,7 +15,8 @@ description:
   - Wraps the value in double quotes and escapes C(\\), C("), C($) and C(`) with a backslash.
     systemd's C(EnvironmentFile=) parser and C(sh)'s C(.) command both read the result back as the
     original value, so the same file serves the unit and a shell that checks the app before a change.
-  - Booleans become V(true)/V(false), null an empty string; NUL characters are refused.
+  - Booleans become V(true)/V(false), null an empty string; NUL, newline and carriage return characters are
+    refused (systemd reads a carriage return as a line end, and the file holds one variable per line).
 options:
   _input:
     description: The value.
@@ -56,8 +57,10 @@ def systemd_env_quote(value):
         text = "true" if value else "false"
     else:
         text = str.__str__(value) if isinstance(value, str) else str(value)
-    if "\0" in text:
-        raise AnsibleFilterError("systemd_env_quote: environment values cannot contain NUL characters")
+    if "\0" in text or "\n" in text or "\r" in text:
+        raise AnsibleFilterError(
+            "systemd_env_quote: environment values cannot contain NUL, newline or carriage return characters"
+        )
     for char in _ESCAPED:
         text = text.replace(char, "\\" + char)
     return '"' + text + '"'

@@ -1,7 +1,10 @@
 """The AWX and CI examples stay in step with the collection's playbooks."""
 
 import json
+import os
 import re
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -120,7 +123,10 @@ def test_requirements_and_execution_environment_name_the_collection():
     assert [c["name"] for c in requirements["collections"]] == ["graceful.gunicorn"]
     ee = load_yaml(AWX / "execution-environment.yml")
     assert ee["version"] == 3
-    assert [c["name"] for c in ee["dependencies"]["galaxy"]["collections"]] == ["graceful.gunicorn"]
+    # community.general only for the haproxy drain/undrain examples
+    ee_collections = [c["name"] for c in ee["dependencies"]["galaxy"]["collections"]]
+    assert ee_collections[0] == "graceful.gunicorn"
+    assert set(ee_collections[1:]) <= {"community.general"}
     # the collection's controller side is stdlib only: nothing to pip install besides ansible itself
     assert "python" not in ee["dependencies"]
 
@@ -130,9 +136,99 @@ def test_ci_script_runs_the_upgrade_and_propagates_its_status():
     assert script.startswith("#!/bin/sh\n")
     assert "\nset -eu\n" in script
     assert "ansible-playbook graceful.gunicorn.upgrade" in script
-    assert "gunicorn_summary_file=" in script
+    assert '"gunicorn_summary_file"' in script
     assert re.search(r'^exit "\$rc"$', script, re.M)
     for pipeline in ("gitlab-ci.yml", "github-actions.yml"):
         text = (CI / pipeline).read_text(encoding="utf-8")
         assert "deploy.sh" in text
         assert "gunicorn-summary.json" in text
+
+
+# deploy.sh with stand-ins for ansible-galaxy and ansible-playbook (the script's own logic is what is tested
+# here; the playbooks' refusals are tested with the real ansible-playbook in test_rollout_validation.py).
+# The stand-in ansible-playbook records its arguments and the vars file it was given.
+STUB_PLAYBOOK = """#!/bin/sh
+printf '%s\\n' "$@" > "$STUB_OUT/args"
+for arg in "$@"; do case $arg in @*) cp "${arg#@}" "$STUB_OUT/vars.json" ;; esac; done
+exit "${STUB_RC:-0}"
+"""
+
+
+def run_deploy(tmp_path, **env):
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    for name, text in (("ansible-playbook", STUB_PLAYBOOK), ("ansible-galaxy", "#!/bin/sh\nexit 0\n")):
+        (stubs / name).write_text(text)
+        (stubs / name).chmod(stat.S_IRWXU)
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    full_env = {
+        "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}",
+        "STUB_OUT": str(out),
+        "GUNICORN_INVENTORY": "inventory.yml",
+        "GUNICORN_INSTANCE": "api",
+        "GUNICORN_COLLECTIONS_DIR": str(tmp_path / "collections"),
+        "GUNICORN_SUMMARY_FILE": str(tmp_path / "summary.json"),
+        "TMPDIR": str(tmp_path),
+    }
+    full_env.update(env)
+    result = subprocess.run(
+        ["sh", str(CI / "deploy.sh"), "--limit", "web1"],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result, out
+
+
+def test_ci_script_passes_the_values_as_json(tmp_path):
+    result, out = run_deploy(
+        tmp_path,
+        GUNICORN_RELEASE="2.4.1+build.7",
+        GUNICORN_SERIAL="25%",
+        GUNICORN_BAKE_SECONDS="3",
+        GUNICORN_TARGET="web:&eu",
+    )
+    assert result.returncode == 0, result.stderr
+    args = (out / "args").read_text().splitlines()
+    assert args[:3] == ["graceful.gunicorn.upgrade", "-i", "inventory.yml"]
+    assert args[-2:] == ["--limit", "web1"]
+    assert not any("=" in arg for arg in args), args  # no key=value text reaches Ansible
+    values = json.loads((out / "vars.json").read_text())
+    assert values == {
+        "gunicorn_release": "2.4.1+build.7",
+        "gunicorn_instance": "api",
+        "gunicorn_target": "web:&eu",
+        "gunicorn_serial": "25%",
+        "gunicorn_bake_seconds": 3.0,
+        "gunicorn_summary_file": str(tmp_path / "summary.json"),
+    }
+    assert not list(tmp_path.glob("gunicorn-deploy-vars.*")), "the vars file is removed afterwards"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"GUNICORN_RELEASE": "1.0{{ lookup('pipe', 'id') }}"},
+        {"GUNICORN_RELEASE": "1.0\n"},
+        {"GUNICORN_RELEASE": "1.0 gunicorn_become=false"},
+        {"GUNICORN_RELEASE": "../1.0"},
+        {"GUNICORN_RELEASE": "1.0", "GUNICORN_INSTANCE": "api\n"},
+        {"GUNICORN_RELEASE": "1.0", "GUNICORN_TARGET": "{{ 7 * 7 }}"},
+        {"GUNICORN_RELEASE": "1.0", "GUNICORN_APP_PACKAGE": "myapi --index-url http://x"},
+        {"GUNICORN_RELEASE": "1.0", "GUNICORN_SERIAL": "0"},
+    ],
+)
+def test_ci_script_refuses_a_bad_value_before_ansible_runs(tmp_path, env):
+    result, out = run_deploy(tmp_path, **env)
+    assert result.returncode == 64, result.stderr
+    assert "refused" in result.stderr
+    assert not (out / "args").exists(), "ansible-playbook ran"
+
+
+def test_ci_script_propagates_the_playbook_status(tmp_path):
+    result, _out = run_deploy(tmp_path, GUNICORN_RELEASE="2.0.0", STUB_RC="2")
+    assert result.returncode == 2
+    assert "failed (ansible-playbook exit status 2)" in result.stderr

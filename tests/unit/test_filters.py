@@ -3,6 +3,7 @@
 import ast
 import math
 import shlex
+import shutil
 import subprocess
 
 import pytest
@@ -11,6 +12,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.graceful.gunicorn.plugins.filter.python_literal import FilterModule as LiteralFilters
 from ansible_collections.graceful.gunicorn.plugins.filter.python_literal import python_literal
 from ansible_collections.graceful.gunicorn.plugins.filter.systemd_env_quote import systemd_env_quote
+from ansible_collections.graceful.gunicorn.plugins.filter.systemd_unit_value import systemd_unit_value
 from ansible_collections.graceful.gunicorn.plugins.filter.unknown_settings import unknown_settings
 
 
@@ -109,3 +111,62 @@ def test_systemd_env_quote_scalars():
     assert systemd_env_quote(8) == '"8"'
     with pytest.raises(AnsibleFilterError):
         systemd_env_quote("nul\0")
+
+
+def test_systemd_env_quote_refuses_line_breaks():
+    for value in ("a\nb", "a\rUser=root", "\n"):
+        with pytest.raises(AnsibleFilterError):
+            systemd_env_quote(value)
+
+
+@pytest.mark.parametrize(
+    "value,kind,expected",
+    [
+        ("gunicorn demo (myapp:app)", "value", "gunicorn demo (myapp:app)"),
+        ("50% off", "value", "50%% off"),
+        ("/srv/gunicorn/%n", "word", "/srv/gunicorn/%%n"),
+        ("myapp:$HOME%i", "exec", "myapp:$$HOME%%i"),
+        ("myapp:create_app(workers=2)", "exec", "myapp:create_app(workers=2)"),
+        ("LimitNOFILE=%n", "line", "LimitNOFILE=%n"),
+        (30, "value", "30"),
+    ],
+)
+def test_systemd_unit_value_escapes(value, kind, expected):
+    assert systemd_unit_value(value, kind) == expected
+
+
+@pytest.mark.parametrize(
+    "value,kind",
+    [
+        ("app\rUser=root", "value"),
+        ("app\nUser=root", "value"),
+        ("app\x85", "value"),
+        ("back\\slash", "value"),
+        ("LimitNOFILE=1\\", "line"),
+        ("two words", "word"),
+        ("'quoted'", "exec"),
+        ("", "exec"),
+        (";", "exec"),
+        (None, "value"),
+        (["a"], "value"),
+        ("x", "shell"),
+    ],
+)
+def test_systemd_unit_value_refuses(value, kind):
+    with pytest.raises(AnsibleFilterError):
+        systemd_unit_value(value, kind)
+
+
+@pytest.mark.parametrize("escape", [True, False])
+def test_systemd_accepts_escaped_values_only(tmp_path, escape):
+    # '%z' is no systemd specifier: written as is, systemd-analyze verify refuses the unit; escaped, it is text.
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    description, argument = "gunicorn 50%z", "x%z$HOME"
+    if escape:
+        description, argument = systemd_unit_value(description), systemd_unit_value(argument, "exec")
+    unit = tmp_path / "escape-check.service"
+    unit.write_text(f"[Unit]\nDescription={description}\n[Service]\nType=oneshot\nExecStart=/bin/true {argument}\n")
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, check=False)
+    assert (result.returncode == 0) == escape, result.stdout + result.stderr
