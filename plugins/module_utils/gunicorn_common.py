@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import pwd
 import re
 import subprocess
 import time
@@ -342,13 +343,32 @@ def releases_dir(params, manifest=None):
     return None
 
 
+def service_uid(params, manifest=None):
+    """The UID of the instance's service user named by a trusted manifest, or None (no manifest, no such user)."""
+    manifest = manifest if manifest is not None else read_manifest(manifest_path(params))
+    user = (manifest or {}).get("user")
+    if not isinstance(user, str) or not trust.USER_RE.fullmatch(user):
+        return None
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+
+
 def locate_master(target, params):
     """Find and verify the master; returns a gunicorn_trust.Identity. Raises proc.DiscoveryError (trust.Refused).
 
     `identity.pid`, `identity.unit` and `identity.notes` are what callers report.
     """
     unit = unit_state(target["unit"])
-    return trust.locate_master(target["pidfile"], target["config"], unit, releases_dir(params))
+    manifest = read_manifest(manifest_path(params))
+    return trust.locate_master(
+        target["pidfile"],
+        target["config"],
+        unit,
+        releases_dir(params, manifest),
+        expected_uid=service_uid(params, manifest),
+    )
 
 
 def channel_refusal(status, identity, master=None):

@@ -31,6 +31,7 @@ from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_
 INSTANCE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 UNIT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,245}\.service")
 RELEASE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
 class Refused(proc.DiscoveryError):
@@ -111,7 +112,9 @@ def _config_matches(seen, expected):
     return os.path.realpath(seen) == os.path.realpath(expected)
 
 
-def judge_master(fact, unit, expected_config=None, pidfile_since_boot=None, started_since_boot=None):
+def judge_master(
+    fact, unit, expected_config=None, pidfile_since_boot=None, started_since_boot=None, expected_uid=None
+):
     """Why a process is not the master of this instance, or None when it is.
 
     `unit` is common.unit_state(): under a loaded unit the master must be its MainPID and in its ControlGroup.
@@ -126,6 +129,10 @@ def judge_master(fact, unit, expected_config=None, pidfile_since_boot=None, star
         return "its command line is not gunicorn's: %s" % " ".join(argv)[:300]
     if info["role"] == "worker":
         return "it is a gunicorn worker, not a master"
+    if expected_uid is not None and fact.get("uid") != expected_uid:
+        # A master of this instance runs as the service user the manifest names; root or another user's
+        # process is nothing these modules may signal, whatever its command line says.
+        return "it runs as uid %s, not the service user's uid %d" % (fact.get("uid"), expected_uid)
     unit_confirms = False
     if unit and unit.get("checked"):
         main_pid = unit.get("main_pid")
@@ -571,7 +578,7 @@ class Identity:
         )
 
 
-def locate_master(pidfile, expected_config, unit, releases_dir=None):
+def locate_master(pidfile, expected_config, unit, releases_dir=None, expected_uid=None):
     """The verified master of an instance as an Identity; raises Refused (a DiscoveryError) with the reason.
 
     Under a loaded unit, the master is the unit's MainPID, and a pidfile naming another PID is a refusal. Without
@@ -617,6 +624,7 @@ def locate_master(pidfile, expected_config, unit, releases_dir=None):
         expected_config=expected_config,
         pidfile_since_boot=proc.to_since_boot(mtime) if (mtime and source == "pidfile") else None,
         started_since_boot=fact["starttime"] / float(proc.CLOCK_TICKS),
+        expected_uid=expected_uid,
     )
     if reason:
         raise Refused("%s is not the gunicorn master for this instance: %s" % (described, reason))

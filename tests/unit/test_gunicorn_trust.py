@@ -95,6 +95,9 @@ MASTER_CASES = [
         "reused",
     ),
     ("gone", None, NO_UNIT, {}, "not running"),
+    ("the manifest's service user", fact(), UNIT, {"expected_uid": 998}, None),
+    ("root posing as the master", fact(uid=0), UNIT, {"expected_uid": 998}, "not the service user's uid 998"),
+    ("another user's process", fact(uid=1000), NO_UNIT, {"expected_uid": 998}, "uid 1000"),
 ]
 
 
