@@ -43,9 +43,10 @@ case $summary in
     *) summary=$PWD/$summary ;;
 esac
 
-# Every value goes to ansible-playbook as JSON in a vars file (-e @FILE), never as -e key=value text, and only
+# Every value goes to ansible-playbook as data in a vars file (-e @FILE), never as -e key=value text, and only
 # once it is the whole of a valid value: a tag or branch name such as '1.0{{ lookup("pipe", "id") }}' would
-# otherwise be evaluated by Ansible, and a space in a key=value pair would start another variable.
+# otherwise be evaluated by Ansible, and a space in a key=value pair would start another variable. The strings
+# are JSON strings marked !unsafe as well, so Ansible never templates them.
 vars_file=$(mktemp "${TMPDIR:-/tmp}/gunicorn-deploy-vars.XXXXXX")
 trap 'rm -f "$vars_file"' EXIT
 GUNICORN_SUMMARY_FILE=$summary python3 - "$vars_file" <<'EOF' || exit 64
@@ -78,8 +79,14 @@ for env, (name, pattern, kind) in RULES.items():
 if bad:
     sys.stderr.write("deploy.sh: refused, nothing was run: %s\n" % "; ".join(bad))
     sys.exit(1)
+# YAML, one variable a line: every string is a JSON string (a valid YAML double-quoted scalar) tagged
+# !unsafe, so Ansible takes it as text and never as a template, whatever the checks above let through.
 with open(sys.argv[1], "w", encoding="utf-8") as out:
-    json.dump(values, out)
+    for name, value in values.items():
+        if isinstance(value, str):
+            out.write("%s: !unsafe %s\n" % (name, json.dumps(value)))
+        else:
+            out.write("%s: %s\n" % (name, json.dumps(value)))
 EOF
 
 # Install the collection where only this job looks, so a stale copy elsewhere cannot shadow it.

@@ -112,9 +112,7 @@ def _config_matches(seen, expected):
     return os.path.realpath(seen) == os.path.realpath(expected)
 
 
-def judge_master(
-    fact, unit, expected_config=None, pidfile_since_boot=None, started_since_boot=None, expected_uid=None
-):
+def judge_master(fact, unit, expected_config=None, pidfile_since_boot=None, started_since_boot=None, expected_uid=None):
     """Why a process is not the master of this instance, or None when it is.
 
     `unit` is common.unit_state(): under a loaded unit the master must be its MainPID and in its ControlGroup.

@@ -462,11 +462,32 @@ def release_of(release, packages):
         return ""
     first = text(packages[0]) if is_text(packages[0]) else str(packages[0])
     if "==" in first:
-        return first.split("==", 1)[1].split(";")[0].split(",")[0].strip()
+        return pinned_version(first)
     if first.endswith(".whl"):
         name_parts = posixpath.basename(first).split("-")
         return name_parts[1].strip() if len(name_parts) > 1 else ""
     return ""
+
+
+def pinned_version(requirement):
+    """The version a pip requirement pins exactly (``name==1.2.3``, ``name===1.2.3``), else "".
+
+    Parsed as pip parses it (PEP 508, with ``packaging``): extras, markers and other specifiers may
+    surround the pin; a wildcard (``==1.*``), two different pins, a URL or an unparsable line pin nothing.
+    """
+    # packaging is a dependency of ansible-core, imported here so that the other checks need nothing beyond it
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if not is_text(requirement):
+        return ""
+    try:
+        parsed = Requirement(text(requirement))
+    except InvalidRequirement:
+        return ""
+    if parsed.url:
+        return ""
+    pins = {spec.version for spec in parsed.specifier if spec.operator in ("==", "===") and "*" not in spec.version}
+    return pins.pop() if len(pins) == 1 else ""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -893,7 +914,15 @@ def instance_problems(values, scope="role"):
     elif packages is not None:
         release = release_of(release_value, packages)
         source = "gunicorn_release" if release_of(release_value, []) else "gunicorn_app_packages[0]"
-        if release == "":
+        first = packages[0] if is_list(packages) and packages else None
+        if release == "" and is_text(first) and "==" in text(first):
+            problems.add(
+                "gunicorn_app_packages[0]",
+                "(%s) pins no version pip can read (==VERSION), so its version is not a usable directory name"
+                % show(first),
+                "pin an exact version, e.g. myapp==1.2.3, or set gunicorn_release",
+            )
+        elif release == "":
             problems.add(
                 "gunicorn_release",
                 "is not set and gunicorn_app_packages[0] (%s) pins no version"

@@ -5,6 +5,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,7 +150,7 @@ def test_ci_script_runs_the_upgrade_and_propagates_its_status():
 # The stand-in ansible-playbook records its arguments and the vars file it was given.
 STUB_PLAYBOOK = """#!/bin/sh
 printf '%s\\n' "$@" > "$STUB_OUT/args"
-for arg in "$@"; do case $arg in @*) cp "${arg#@}" "$STUB_OUT/vars.json" ;; esac; done
+for arg in "$@"; do case $arg in @*) cp "${arg#@}" "$STUB_OUT/vars.yml" ;; esac; done
 exit "${STUB_RC:-0}"
 """
 
@@ -183,6 +184,23 @@ def run_deploy(tmp_path, **env):
     return result, out
 
 
+class UnsafeTagLoader(yaml.SafeLoader):
+    """YAML as Ansible reads it, noting which values carry the !unsafe tag."""
+
+
+def load_vars_file(path):
+    tagged = []
+
+    def unsafe(loader, node):
+        value = loader.construct_scalar(node)
+        tagged.append(value)
+        return value
+
+    UnsafeTagLoader.add_constructor("!unsafe", unsafe)
+    values = yaml.load(path.read_text(encoding="utf-8"), Loader=UnsafeTagLoader)
+    return values, {name for name, value in values.items() if any(value is t for t in tagged)}
+
+
 def test_ci_script_passes_the_values_as_json(tmp_path):
     result, out = run_deploy(
         tmp_path,
@@ -196,7 +214,8 @@ def test_ci_script_passes_the_values_as_json(tmp_path):
     assert args[:3] == ["graceful.gunicorn.upgrade", "-i", "inventory.yml"]
     assert args[-2:] == ["--limit", "web1"]
     assert not any("=" in arg for arg in args), args  # no key=value text reaches Ansible
-    values = json.loads((out / "vars.json").read_text())
+    values, unsafe = load_vars_file(out / "vars.yml")
+    assert unsafe == {name for name, value in values.items() if isinstance(value, str)}, "every string is !unsafe"
     assert values == {
         "gunicorn_release": "2.4.1+build.7",
         "gunicorn_instance": "api",
@@ -219,6 +238,9 @@ def test_ci_script_passes_the_values_as_json(tmp_path):
         {"GUNICORN_RELEASE": "1.0", "GUNICORN_TARGET": "{{ 7 * 7 }}"},
         {"GUNICORN_RELEASE": "1.0", "GUNICORN_APP_PACKAGE": "myapi --index-url http://x"},
         {"GUNICORN_RELEASE": "1.0", "GUNICORN_SERIAL": "0"},
+        {"GUNICORN_RELEASE": "v2.0 {{ 7 * 7 }}"},
+        {"GUNICORN_RELEASE": "{{7*7}}"},
+        {"GUNICORN_RELEASE": "2.0", "GUNICORN_APP_PACKAGE": "my{{ 7 * 7 }}api"},
     ],
 )
 def test_ci_script_refuses_a_bad_value_before_ansible_runs(tmp_path, env):
@@ -232,3 +254,94 @@ def test_ci_script_propagates_the_playbook_status(tmp_path):
     result, _out = run_deploy(tmp_path, GUNICORN_RELEASE="2.0.0", STUB_RC="2")
     assert result.returncode == 2
     assert "failed (ansible-playbook exit status 2)" in result.stderr
+
+
+ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+
+
+@pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="needs the project venv (make venv)")
+def test_ci_vars_file_is_taken_literally_by_ansible(tmp_path):
+    """The vars file deploy.sh writes, read by the real ansible-playbook: its strings are never templated.
+
+    deploy.sh refuses a ref holding '{{' before writing the file, so a refused value is put into the file
+    written for an accepted one, in the same form, to check the second guard on its own.
+    """
+    result, out = run_deploy(tmp_path, GUNICORN_RELEASE="2.0.0", GUNICORN_TARGET="web")
+    assert result.returncode == 0, result.stderr
+    written = (out / "vars.yml").read_text(encoding="utf-8")
+    hostile = "2.0 {{ 7 * 7 }} {{ lookup('ansible.builtin.env', 'HOME') }}"
+    assert '"2.0.0"' in written
+    vars_file = tmp_path / "hostile.yml"
+    vars_file.write_text(written.replace('"2.0.0"', json.dumps(hostile)), encoding="utf-8")
+    playbook = tmp_path / "show.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.copy:\n        content: '{{ gunicorn_release }}'\n        dest: '{{ out }}'\n"
+    )
+    shown = tmp_path / "shown.txt"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    run = subprocess.run(
+        [
+            str(ANSIBLE_PLAYBOOK),
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"@{vars_file}",
+            "-e",
+            f"out={shown}",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            str(playbook),
+        ],
+        env={**env, "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert shown.read_text(encoding="utf-8") == hostile
+
+
+def text_bound(pattern, char):
+    """The longest run of char that pattern matches as a whole string (0 when none does)."""
+    longest = 0
+    for length in range(1, 2049):
+        if pattern.fullmatch(char * length):
+            longest = length
+    return longest
+
+
+def test_survey_limits_agree_with_the_playbook_checks():
+    from ansible_collections.graceful.gunicorn.plugins.plugin_utils import gunicorn_checks as checks
+
+    questions = {q["variable"]: q for q in load_survey()["spec"]}
+
+    def problems(variable, value):
+        return [p for p in checks.rollout_problems({variable: value}, "upgrade") if p.startswith(variable)]
+
+    # Text answers: the survey's maximum length is the longest value the checks accept.
+    for variable, pattern, char in (
+        ("gunicorn_instance", checks.INSTANCE_RE, "a"),
+        ("gunicorn_release", checks.RELEASE_RE, "A"),
+        ("gunicorn_app_package", checks.PACKAGE_NAME_RE, "a"),
+    ):
+        question = questions[variable]
+        assert question["max"] == text_bound(pattern, char), f"{variable}: survey max {question['max']}"
+        assert question["min"] >= 1
+
+    # Integer answers: the survey's range lies within what the rollout's checks accept, and every bound of the
+    # survey is accepted; the minimum is the checks' own minimum (a survey cannot offer less than the playbook).
+    for variable in ("gunicorn_keep_releases", "gunicorn_max_fail_percentage", "gunicorn_bake_seconds"):
+        question = questions[variable]
+        low, high = question["min"], question["max"]
+        for value in (low, high, question["default"]):
+            assert problems(variable, value) == [], f"{variable}={value} refused"
+        assert problems(variable, low - 1), f"{variable}: survey min {low} is above the checks'"
+    assert questions["gunicorn_keep_releases"]["min"] == checks.INT_BOUNDS["gunicorn_keep_releases"][0]
+    assert questions["gunicorn_keep_releases"]["max"] <= checks.INT_BOUNDS["gunicorn_keep_releases"][1]
+
+    # Batch sizes offered are batch sizes the checks accept.
+    for choice in questions["gunicorn_serial"]["choices"].split("\n"):
+        assert problems("gunicorn_serial", choice) == [], choice

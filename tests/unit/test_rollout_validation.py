@@ -6,6 +6,9 @@ playbooks run by ansible-playbook. The inventory's hosts point at a closed port 
 would show as UNREACHABLE (the control run proves it does), so a refusal must come from the controller-side
 first play, name the variable, and leave no host contacted. The cases are dealt into rounds that never carry two
 values of one variable; in the host and group var run each host carries one round, so one run covers them all.
+
+The last tests run the reload playbook on hosts that fail or do not answer, and check the recap, the summary
+and the exit status.
 """
 
 import json
@@ -142,7 +145,7 @@ def run_playbook(playbook, inventory, *extra):
         "-i",
         str(inventory),
         f"graceful.gunicorn.{playbook}",
-        *PLAYBOOKS[playbook],
+        *PLAYBOOKS.get(playbook, []),
         *extra,
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=90, check=False)
@@ -241,7 +244,11 @@ def test_the_control_run_contacts_the_hosts(runs, playbook):
     hosts, rc, output, fatals = runs[(playbook, "control")]
     assert rc != 0
     assert "Take this host's turn" in output, output[-3000:]
-    assert [kind for kind, _body in fatals[hosts[0]]] == ["UNREACHABLE"], output[-3000:]
+    # unreachable at the start of its turn (ignored there, so that the summary runs), and again in the
+    # summary's last play, which leaves it unreachable in the recap
+    kinds = [kind for kind, _body in fatals[hosts[0]]]
+    assert kinds and set(kinds) == {"UNREACHABLE"}, output[-3000:]
+    assert re.search(rf"{re.escape(hosts[0])}\s+unreachable\s", output), output[-3000:]
 
 
 @pytest.mark.parametrize("playbook", list(PLAYBOOKS))
@@ -267,3 +274,99 @@ def test_extra_vars_are_refused_before_any_host_is_contacted(runs, playbook, mod
         message = message_of(fatals, hosts[0])
         for name, value, label in group:
             assert names_variable(message, label), f"extra var ({mode}) {name}={value!r}: {message}"
+
+
+# --- The recap and the summary after failed and unreachable hosts ---------------------------------------
+# Real ansible-playbook runs of the reload playbook on three hosts: two reached with the local connection,
+# where the instance does not exist, so their turn fails in its preflight (a read-only gunicorn_info), and
+# one on the closed port, unreachable. No host has a gunicorn instance: what is checked is how the playbook
+# reports failures (the recap AWX's "relaunch on failed hosts" reads, the JSON summary, the exit status),
+# not the reload itself, which the lab tests run on real hosts.
+
+RECAP_RE = re.compile(
+    r"^(?P<host>\S+)\s+: ok=\d+\s+changed=\d+\s+unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)"
+    r"\s+skipped=\d+\s+rescued=(?P<rescued>\d+)",
+    re.M,
+)
+DRILL_INSTANCE = "rolloutdrill"
+
+
+def recap(output):
+    return {
+        m.group("host"): {k: int(m.group(k)) for k in ("unreachable", "failed", "rescued")}
+        for m in RECAP_RE.finditer(output)
+    }
+
+
+def failed_in_recap(counts):
+    """What AWX relaunches on: hosts with failures or unreachable in the recap."""
+    return {host for host, c in counts.items() if c["failed"] or c["unreachable"]}
+
+
+@pytest.fixture(scope="module")
+def drill_inventory(tmp_path_factory, port):
+    path = tmp_path_factory.mktemp("drill") / "inventory.json"
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    unreachable = {
+        "ansible_connection": "ssh",
+        "ansible_host": "127.0.0.1",
+        "ansible_port": port,
+        "ansible_user": "nobody",
+    }
+    inventory = {
+        "all": {
+            "vars": {"gunicorn_instance": DRILL_INSTANCE, "gunicorn_become": False},
+            "children": {"gunicorn_hosts": {"hosts": {"d1": local, "d2": unreachable, "d3": local}}},
+        }
+    }
+    path.write_text(json.dumps(inventory))
+    return path
+
+
+def drill(inventory, tmp_path, *extra):
+    summary_file = tmp_path / "summary.json"
+    rc, output, _fatals = run_playbook("reload", inventory, "-e", f"gunicorn_summary_file={summary_file}", *extra)
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    return rc, output, recap(output), summary
+
+
+def test_every_failed_host_fails_in_the_recap_and_the_summary_is_written(drill_inventory, tmp_path):
+    # Serial 1 and a budget of 100%: each batch of one fails entirely, which must not end the playbook.
+    rc, output, counts, summary = drill(drill_inventory, tmp_path, "-e", "gunicorn_max_fail_percentage=100")
+    assert rc != 0, output[-3000:]
+    assert summary is not None, "no summary written:\n" + output[-3000:]
+    hosts = summary["hosts"]
+    assert {h: e["status"] for h, e in hosts.items()} == {"d1": "failed", "d2": "unreachable", "d3": "failed"}
+    assert hosts["d1"]["failed_phase"] == "preflight" and "no gunicorn master" in hosts["d1"]["message"]
+    assert hosts["d2"]["failed_phase"] == "connect"
+    assert summary["ok"] is False and summary["stopped"] is False
+    # failed for real, not merely rescued, and the unreachable host unreachable
+    assert failed_in_recap(counts) == {"d1", "d2", "d3"}, counts
+    assert counts["d1"]["failed"] == 1 and counts["d3"]["failed"] == 1 and counts["d2"]["unreachable"] == 1
+    assert counts.get("localhost", {"failed": 0})["failed"] == 0
+    # the run names host, phase and cause
+    assert re.search(r"failed on d1: failed in phase preflight .*no gunicorn master", output), output[-3000:]
+
+
+def test_a_stopped_rollout_fails_only_the_failed_host(drill_inventory, tmp_path):
+    # Budget 0: the first host fails, the rollout stops, the other two are reported untouched and stay out of
+    # the recap's failed hosts (a relaunch on failed hosts reaches d1 alone).
+    rc, output, counts, summary = drill(drill_inventory, tmp_path)
+    assert rc != 0, output[-3000:]
+    assert {h: e["status"] for h, e in summary["hosts"].items()} == {
+        "d1": "failed",
+        "d2": "untouched",
+        "d3": "untouched",
+    }
+    assert summary["stopped"] is True
+    assert failed_in_recap(counts) == {"d1"}, counts
+    assert "untouched: d2, d3" in output
+
+
+def test_a_limit_to_the_unreachable_host_still_reports_it(drill_inventory, tmp_path):
+    # localhost is outside the limit: the checks and the summary run on the target hosts all the same.
+    rc, output, counts, summary = drill(drill_inventory, tmp_path, "--limit", "d2")
+    assert rc != 0, output[-3000:]
+    assert summary is not None, output[-3000:]
+    assert list(summary["hosts"]) == ["d2"] and summary["hosts"]["d2"]["status"] == "unreachable"
+    assert failed_in_recap(counts) == {"d2"}, counts

@@ -1,0 +1,150 @@
+# -*- coding: utf-8 -*-
+# Copyright: graceful.gunicorn contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+name: rollout_summary
+author: graceful.gunicorn contributors
+version_added: 0.2.0
+short_description: The summary of a rollout, one entry per targeted host
+description:
+  - Used by the last play of the collection's rollout playbooks; the result is written to C(gunicorn_summary_file)
+    and published as the job stat C(gunicorn_rollout_summary).
+  - "Each host gets a status: the one its turn recorded in the fact C(gunicorn_rollout_result) (C(upgraded),
+    C(skipped), C(failed), C(rolled_back), C(unreachable)); C(unreachable) when its turn started, recorded nothing
+    and the host has left the play (it stopped answering); C(failed) when its turn started and recorded nothing;
+    C(untouched) when its turn never started (the rollout stopped before it), with the release it runs as read by
+    the fact C(__gunicorn_rollout_untouched_info) when that could be read."
+options:
+  _input:
+    description: The hosts' variables, normally C(hostvars).
+    type: dict
+    required: true
+  hosts:
+    description: The hosts the rollout targeted, normally C(ansible_play_hosts_all).
+    type: list
+    elements: str
+    required: true
+  active:
+    description: The hosts still in the play, normally C(ansible_play_hosts); the others failed or became unreachable.
+    type: list
+    elements: str
+    required: true
+  rollout:
+    description: The rollout's checked settings (C(action), C(instance), C(target_release)).
+    type: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Publish the summary as job stats
+  ansible.builtin.set_stats:
+    data:
+      gunicorn_rollout_summary: >-
+        {{ hostvars | graceful.gunicorn.rollout_summary(ansible_play_hosts_all, ansible_play_hosts, rollout) }}
+"""
+
+RETURN = r"""
+_value:
+  description: The rollout summary.
+  type: dict
+  contains:
+    instance:
+      description: The instance rolled out.
+      type: str
+    action:
+      description: The rollout's action (deploy, upgrade, rollback, reload, refresh).
+      type: str
+    target_release:
+      description: The release rolled out or back to, or null.
+      type: str
+    hosts:
+      description: >-
+        Per host name: C(status), C(release) (after), C(previous) (before), C(failed_phase) (null unless failed)
+        and C(message).
+      type: dict
+    stopped:
+      description: Whether some hosts were left untouched because the failure budget was exceeded.
+      type: bool
+    ok:
+      description: Whether every host was upgraded or had nothing to do.
+      type: bool
+"""
+
+from collections.abc import Mapping
+
+from ansible.errors import AnsibleFilterError
+from ansible.module_utils.common.text.converters import to_text
+
+STATUSES = ("upgraded", "skipped", "failed", "rolled_back", "unreachable", "untouched")
+GOOD_STATUSES = ("upgraded", "skipped")
+
+
+def optional_text(value):
+    return None if value is None or to_text(value).strip() == "" else to_text(value).strip()
+
+
+def mapping(value):
+    return value if isinstance(value, Mapping) else {}
+
+
+def host_entry(host_vars, active):
+    result = mapping(host_vars.get("gunicorn_rollout_result"))
+    if result:
+        status = to_text(result.get("status", "failed")).strip()
+        return {
+            "status": status if status in STATUSES else "failed",
+            "release": optional_text(result.get("release")),
+            "previous": optional_text(result.get("previous")),
+            "failed_phase": optional_text(result.get("failed_phase")),
+            "message": to_text(result.get("message") or ""),
+        }
+    if host_vars.get("__gunicorn_rollout_started", False):
+        phase = optional_text(host_vars.get("__gunicorn_rollout_phase")) or "unknown"
+        return {
+            "status": "failed" if active else "unreachable",
+            "release": None,
+            "previous": None,
+            "failed_phase": phase,
+            "message": (
+                "the host failed outside the rollout's own handling (see the output above)"
+                if active
+                else "the host stopped answering during the %s phase" % phase
+            ),
+        }
+    info = mapping(host_vars.get("__gunicorn_rollout_untouched_info"))
+    release = optional_text(mapping(info.get("master")).get("release"))
+    message = "not reached: the rollout stopped before this host"
+    if info.get("unreachable"):
+        message += " (and it did not answer, so its release is unknown)"
+    return {"status": "untouched", "release": release, "previous": release, "failed_phase": None, "message": message}
+
+
+def rollout_summary(hostvars, hosts, active, rollout):
+    if not isinstance(hostvars, Mapping):
+        raise AnsibleFilterError("rollout_summary: the input must be the hosts' variables (hostvars)")
+    if isinstance(hosts, (str, bytes)) or isinstance(active, (str, bytes)):
+        raise AnsibleFilterError("rollout_summary: hosts and active must be lists of host names")
+    rollout = mapping(rollout)
+    active = set(active)
+    results = {}
+    for host in hosts:
+        results[to_text(host)] = host_entry(mapping(hostvars[host]) if host in hostvars else {}, host in active)
+    statuses = [entry["status"] for entry in results.values()]
+    return {
+        "instance": optional_text(rollout.get("instance")),
+        "action": optional_text(rollout.get("action")),
+        "target_release": optional_text(rollout.get("target_release")),
+        "hosts": results,
+        "stopped": "untouched" in statuses,
+        "ok": bool(statuses) and all(status in GOOD_STATUSES for status in statuses),
+    }
+
+
+class FilterModule(object):
+    def filters(self):
+        return {"rollout_summary": rollout_summary}
