@@ -18,11 +18,11 @@ description:
     role uses for paths is the name that was checked.
 options:
   _input:
-    description: O(gunicorn_release), possibly empty.
+    description: the role variable C(gunicorn_release), possibly empty.
     type: raw
     required: true
   packages:
-    description: O(gunicorn_app_packages).
+    description: the role variable C(gunicorn_app_packages).
     type: raw
     required: true
 """
