@@ -1,0 +1,187 @@
+"""AWX jobs of the examples/awx wrappers on three lab hosts: a Limit, an unreachable host, a relaunch.
+
+Each test launches what an AWX user launches (the upgrade job template with survey-upgrade.json's
+answers, optionally a Limit) and asserts what AWX shows for the job: its exit status, the recap's
+failed hosts (which "relaunch on failed hosts" picks) and the job stats artifact
+`gunicorn_rollout_summary`, then what the hosts really run (GET /version and the unit's MainPID).
+Every check of a test is evaluated and all failed ones are reported together.
+
+The tests share one lab, deployed once with 1.0.0, and run in file order; each reads the fleet's state
+before its job instead of assuming what the previous test left.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from harness import APP_PACKAGE, BROKEN_RELEASE, INSTANCE, OUT, survey_answers
+
+
+class Checks:
+    """Named checks evaluated in full; the test fails listing every one that did not hold."""
+
+    def __init__(self, job):
+        self.job = job
+        self.failed = []
+
+    def __call__(self, condition: bool, message: str) -> bool:
+        print(f"  {'ok  ' if condition else 'FAIL'} {message}", flush=True)
+        if not condition:
+            self.failed.append(message)
+        return bool(condition)
+
+    def verify(self) -> None:
+        if self.failed:
+            stats = {k: self.job.stats.get(k) for k in ("ok", "changed", "failures", "dark", "rescued", "skipped")}
+            pytest.fail(
+                f"{self.job.name}: {len(self.failed)} check(s) failed:\n- "
+                + "\n- ".join(self.failed)
+                + f"\nrecap: {json.dumps(stats)}\nartifacts: {self.job.artifacts}\n--- output tail:\n{self.job.tail()}",
+                pytrace=False,
+            )
+
+
+def upgrade_answers(release: str, **answers) -> dict:
+    return survey_answers(
+        gunicorn_instance=INSTANCE,
+        gunicorn_release=release,
+        gunicorn_app_package=APP_PACKAGE,
+        gunicorn_bake_seconds=2,
+        **answers,
+    )
+
+
+def summary_hosts(job) -> dict:
+    return (job.summary or {}).get("hosts") or {}
+
+
+def test_limit_to_one_host(deployed, run_job):
+    lab = deployed
+    first, second, third = lab.names
+    before = lab.fleet()
+    job = run_job("limit-one-host", "upgrade.yml", upgrade_answers("2.0.0"), limit=first)
+    after = lab.fleet()
+
+    check = Checks(job)
+    check(job.rc == 0 and job.status == "successful", f"the job succeeds (rc {job.rc}, status {job.status})")
+    check(job.failed_hosts == set(), f"no host failed in the recap (failed: {sorted(job.failed_hosts)})")
+    acted = job.hosts_acted_on & set(lab.names)
+    check(acted == {first}, f"tasks ran on {first} only among the lab hosts (ran on {sorted(acted)})")
+    changed = job.recap("changed") & set(lab.names)
+    check(changed == {first}, f"only {first} changed in the recap (changed: {sorted(changed)})")
+    check(after[first]["served"] == "2.0.0", f"{first} serves 2.0.0 (serves {after[first]['served']})")
+    check(after[first]["main_pid"] != before[first]["main_pid"], f"{first} has a new master")
+    for host in (second, third):
+        check(after[host] == before[host], f"{host} untouched: {before[host]} -> {after[host]}")
+    check(job.summary is not None, "the job stats hold gunicorn_rollout_summary")
+    hosts = summary_hosts(job)
+    check(set(hosts) == {first}, f"the summary names {first} alone (names {sorted(hosts)})")
+    mine = hosts.get(first, {})
+    check(
+        mine.get("status") == "upgraded" and mine.get("release") == "2.0.0",
+        f"the summary reports {first} upgraded to 2.0.0 ({mine})",
+    )
+    check((job.summary or {}).get("ok") is True, f"the summary says ok ({(job.summary or {}).get('ok')!r})")
+    check.verify()
+
+
+def test_unreachable_host_in_the_middle_batch(deployed, run_job):
+    lab = deployed
+    first, second, third = lab.names
+    before = lab.fleet()
+    summary_file = OUT / "unreachable-summary.json"
+    # A job template's extra variables, beside the survey's answers.
+    extravars = {**upgrade_answers("2.0.0", gunicorn_serial="1"), "gunicorn_summary_file": str(summary_file)}
+    # The second host's address is one on the lab's bridge that no container holds (routed via the bridge,
+    # checked by run_job), so SSH to it fails as to a host that is down.
+    job = run_job(
+        "unreachable-middle",
+        "upgrade.yml",
+        extravars,
+        host_overrides={second: {"ansible_host": lab.network_unused}},
+    )
+    after = lab.fleet()
+
+    check = Checks(job)
+    check(job.rc != 0 and job.status == "failed", f"the job fails (rc {job.rc}, status {job.status})")
+    check(job.recap("dark") == {second}, f"the recap has {second} unreachable (dark: {sorted(job.recap('dark'))})")
+    check(job.failed_hosts == {second}, f"the recap's failed hosts are {second} alone ({sorted(job.failed_hosts)})")
+    check(job.summary is not None, "the job stats hold gunicorn_rollout_summary")
+    check(summary_file.exists(), f"the JSON summary is written to {summary_file}")
+    if summary_file.exists() and job.summary is not None:
+        check(json.loads(summary_file.read_text()) == job.summary, "the JSON summary equals the job stats")
+    hosts = summary_hosts(job)
+    check(set(hosts) == set(lab.names), f"the summary reports all three hosts ({sorted(hosts)})")
+    check(
+        hosts.get(second, {}).get("status") == "unreachable",
+        f"the summary has {second} unreachable ({hosts.get(second)})",
+    )
+    check(
+        hosts.get(first, {}).get("status") in ("upgraded", "skipped")
+        and hosts.get(first, {}).get("release") == "2.0.0",
+        f"the summary has {first} on 2.0.0 ({hosts.get(first)})",
+    )
+    # The failure budget is the survey's default, 0: the rollout stops at the unreachable host.
+    check(
+        hosts.get(third, {}).get("status") == "untouched"
+        and hosts.get(third, {}).get("release") == before[third]["served"],
+        f"the summary reports {third} untouched on {before[third]['served']} ({hosts.get(third)})",
+    )
+    check((job.summary or {}).get("ok") is False, f"the summary says not ok ({(job.summary or {}).get('ok')!r})")
+    check(after[first]["served"] == "2.0.0", f"{first} serves 2.0.0 ({after[first]['served']})")
+    for host in (second, third):
+        check(after[host] == before[host], f"{host} untouched: {before[host]} -> {after[host]}")
+    check.verify()
+
+
+def test_failed_host_then_relaunch_on_failed_hosts(deployed, run_job):
+    lab = deployed
+    first, second, third = lab.names
+    before = lab.fleet()
+    # A failure budget of 100%: the rollout goes on past the failed host, so the third host is upgraded
+    # and only the second one, which cannot import BROKEN_RELEASE, fails.
+    extravars = upgrade_answers(BROKEN_RELEASE, gunicorn_serial="1", gunicorn_max_fail_percentage=100)
+    job = run_job("failed-host", "upgrade.yml", extravars)
+    after = lab.fleet()
+
+    check = Checks(job)
+    check(job.rc != 0 and job.status == "failed", f"the job fails (rc {job.rc}, status {job.status})")
+    check(job.failed_hosts == {second}, f"the recap's failed hosts are {second} alone ({sorted(job.failed_hosts)})")
+    check(second in job.recap("failures"), f"{second} counts a failure in the recap, not a rescue")
+    check(job.summary is not None, "the job stats hold gunicorn_rollout_summary")
+    hosts = summary_hosts(job)
+    bad = hosts.get(second, {})
+    check(
+        bad.get("status") in ("rolled_back", "failed") and bool(bad.get("failed_phase")),
+        f"the summary has {second} failed with a phase ({bad})",
+    )
+    for host in (first, third):
+        check(
+            hosts.get(host, {}).get("status") == "upgraded" and hosts.get(host, {}).get("release") == BROKEN_RELEASE,
+            f"the summary has {host} upgraded to {BROKEN_RELEASE} ({hosts.get(host)})",
+        )
+        check(after[host]["served"] == BROKEN_RELEASE, f"{host} serves {BROKEN_RELEASE} ({after[host]['served']})")
+    check(
+        after[second]["served"] == before[second]["served"],
+        f"{second} still serves {before[second]['served']} ({after[second]['served']})",
+    )
+
+    # AWX's "relaunch on failed hosts": the same job, limited to the failed hosts of this one's recap.
+    relaunch_limit = ",".join(sorted(job.failed_hosts))
+    check(relaunch_limit == second, f"the relaunch limit is exactly {second} ({relaunch_limit!r})")
+    if not relaunch_limit:
+        check.verify()
+        pytest.fail("no failed host in the recap: AWX refuses to relaunch on failed hosts")
+    # The second host's environment still breaks the release: the relaunch fails again, on it alone.
+    relaunch = run_job("relaunch-failed", "upgrade.yml", extravars, limit=relaunch_limit)
+    final = lab.fleet()
+    acted = relaunch.hosts_acted_on & set(lab.names)
+    check(acted == {second}, f"the relaunch ran tasks on {second} alone among the lab hosts ({sorted(acted)})")
+    for host in (first, third):
+        check(final[host] == after[host], f"the relaunch left {host} alone: {after[host]} -> {final[host]}")
+    check(relaunch.rc != 0 and relaunch.status == "failed", f"the relaunch fails (rc {relaunch.rc})")
+    check(relaunch.failed_hosts == {second}, f"the relaunch's failed hosts: {sorted(relaunch.failed_hosts)}")
+    relaunch_hosts = summary_hosts(relaunch)
+    check(set(relaunch_hosts) == {second}, f"the relaunch's summary names {second} alone ({sorted(relaunch_hosts)})")
+    check.verify()
