@@ -1,6 +1,6 @@
 # graceful.gunicorn: build, lint, test and demo.
 #   make demo   boot three local test hosts, deploy the example ASGI app, print their status
-#   make test   lint, unit and integration tests, then the molecule scenario on local test hosts
+#   make test   lint, unit and integration tests, the molecule scenarios and the AWX jobs on local test hosts
 # Both run as root on Debian or Ubuntu: the test hosts are systemd-nspawn containers on a bridge.
 
 SHELL := /bin/bash
@@ -20,8 +20,8 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help deps venv collection wheelhouse lint ruff yamllint ansible-lint sanity unit integration \
-        molecule test demo rollout-proof lab-down build clean
+.PHONY: help deps venv collection wheelhouse lint ruff yamllint ansible-lint sanity galaxy-import docs-lint unit \
+        integration molecule awx test demo rollout-proof lab-down build clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -74,14 +74,22 @@ sanity: venv
 	@grep -E '^Running sanity test' $(BUILD)/sanity.log | wc -l | xargs -I{} echo "ansible-test sanity: {} tests passed"
 	rm -rf $(SANITY_ROOT)
 
-lint: ruff yamllint ansible-lint sanity
+# What Galaxy does with the tarball (ansible-lint and ansible-doc inside galaxy-importer); any warning fails.
+galaxy-import: venv
+	$(BIN)/python tests/lint/galaxy_import.py --out $(BUILD)/dist
+
+# Module, filter and role documentation, and the docsite guides, as antsibull-docs renders them.
+docs-lint: venv collection
+	cd $(COLLECTION_LINK) && $(BIN)/antsibull-docs lint-collection-docs --plugin-docs .
+
+lint: ruff yamllint ansible-lint sanity galaxy-import docs-lint
 
 unit: venv collection
 	$(BIN)/pytest -q tests/unit arbiter/tests/unit
 
 integration: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
-	$(BIN)/pytest -q tests/integration arbiter/tests/integration arbiter/tests/systemd
+	$(BIN)/pytest -q tests/integration arbiter/tests/integration arbiter/tests/systemd tests/systemd
 
 molecule: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
@@ -90,7 +98,12 @@ molecule: deps venv collection wheelhouse
 	  $(BIN)/python tests/lab/lab.py down --name mol; $(BIN)/python tests/lab/lab.py down --name rollout; \
 	  exit $$status
 
-test: deps venv lint unit integration molecule
+# The examples/awx wrappers run through ansible-runner, as AWX runs them, on three lab hosts.
+awx: deps venv collection wheelhouse
+	$(BIN)/python tests/lab/lab.py rootfs
+	$(BIN)/python tests/lab/lab.py run --name awx --hosts 3 -- $(BIN)/pytest -q tests/awx
+
+test: deps venv lint unit integration molecule awx
 
 demo: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs

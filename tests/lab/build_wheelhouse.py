@@ -2,8 +2,9 @@
 
 It holds the pinned server packages (downloaded from the index), the bundled arbiter, and releases
 of the example apps: good ones (1.0.0, 2.0.0, 3.0.0) and drill releases whose local version label says what
-they do wrong (9.0.0+importerror, 9.0.0+healtherror, 9.0.0+hangstartup, 9.0.0+slowimport). Drills
-share no public version with a good release: `==3.0.0` would also match `3.0.0+importerror` (PEP 440
+they do wrong (9.0.0+importerror, 9.0.0+healtherror, 9.0.0+hangstartup, 9.0.0+slowimport; for the WSGI app
+also 9.0.0+hostile, whose master attacks the operations: examples/apps/wsgi/graceful_demo_wsgi/hostile.py).
+Drills share no public version with a good release: `==3.0.0` would also match `3.0.0+importerror` (PEP 440
 ignores the local label of a candidate when the pin has none) and pip would pick the drill.
 
     build_wheelhouse.py [--out build/wheelhouse]
@@ -31,6 +32,8 @@ RELEASES = {
     "9.0.0+hangstartup": "hang-startup",
     "9.0.0+slowimport": "slow-import",
 }
+# Drills only one of the example apps implements.
+KIND_RELEASES = {"wsgi": {"9.0.0+hostile": "hostile"}}
 
 
 def pip(*args: str) -> None:
@@ -89,7 +92,7 @@ def main() -> int:
             for old in out.glob(f"graceful_demo_{kind}-*.whl"):
                 old.unlink()
             stamp.write_text(source_digest(APPS[kind]))
-        for version, behaviour in RELEASES.items():
+        for version, behaviour in {**RELEASES, **KIND_RELEASES.get(kind, {})}.items():
             build_release(kind, version, behaviour, out)
     print(out)
     return 0

@@ -7,7 +7,8 @@ from urllib.parse import parse_qs
 
 # Rewritten when a release is built (tests/lab/build_wheelhouse.py), so that releases differ.
 __version__ = "1.0.0"
-# What this release does wrong, for drills: ok, import-error, slow-import, health-error, hang-startup.
+# What this release does wrong, for drills: ok, import-error, slow-import, health-error, hang-startup, hostile
+# (attacks the operations from inside the master: see hostile.py).
 BEHAVIOUR = os.environ.get("DEMO_BEHAVIOUR", "ok")
 
 URL_PREFIX = os.environ.get("DEMO_URL_PREFIX", "").rstrip("/")
@@ -21,6 +22,10 @@ if BEHAVIOUR == "slow-import":
     time.sleep(float(os.environ.get("DEMO_IMPORT_SECONDS", "5")))
 if BEHAVIOUR == "hang-startup":
     time.sleep(3600)
+if BEHAVIOUR == "hostile":
+    from . import hostile
+
+    hostile.arm()
 
 
 def _json(start_response, status, body):
@@ -36,7 +41,7 @@ def app(environ, start_response):
             return _json(start_response, "404 Not Found", {"error": "outside the URL prefix", "prefix": URL_PREFIX})
         path = path[len(URL_PREFIX) :]
     if path == "/health":
-        if BEHAVIOUR == "health-error":
+        if BEHAVIOUR == "health-error" or (BEHAVIOUR == "hostile" and hostile.health_fails()):
             return _json(start_response, "500 Internal Server Error", {"status": "unhealthy", "version": __version__})
         return _json(start_response, "200 OK", {"status": "ok", "version": __version__})
     if path == "/version":
