@@ -248,10 +248,10 @@ def run_job(lab):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)  # fmt: skip
         try:
-            stdout, _ = proc.communicate(timeout=JOB_TIMEOUT)
+            stdout = proc.communicate(timeout=JOB_TIMEOUT)[0]
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGTERM)
-            stdout, _ = proc.communicate(timeout=30)
+            stdout = proc.communicate(timeout=30)[0]
             pytest.fail(f"{name}: ansible-runner did not finish in {JOB_TIMEOUT}s\n{stdout[-4000:]}")
         finally:
             if proc.poll() is None:

@@ -47,7 +47,7 @@ def main():
         config.write_text(CONFIG)
         env = dict(os.environ, GALAXY_IMPORTER_CONFIG=str(config), ANSIBLE_LOCAL_TEMP=tmp)
         # ansible-lint and ansible-doc must be found beside this interpreter.
-        env["PATH"] = "%s%s%s" % (Path(sys.executable).parent, os.pathsep, env.get("PATH", ""))
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         result = subprocess.run(
             [sys.executable, "-m", "galaxy_importer.main", str(tarball)],
             cwd=tmp,
@@ -62,9 +62,9 @@ def main():
     done = "Importer processing completed successfully" in log
     if result.returncode != 0 or not done or found:
         print(log if not found else "\n".join(found))
-        print("galaxy-importer: %s" % ("%d warnings or errors" % len(found) if found else "import failed"))
+        print(f"galaxy-importer: {f'{len(found)} warnings or errors' if found else 'import failed'}")
         return 1
-    print("galaxy-importer: %s imports without a warning" % tarball.name)
+    print(f"galaxy-importer: {tarball.name} imports without a warning")
     return 0
 
 
