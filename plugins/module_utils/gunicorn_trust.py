@@ -170,11 +170,9 @@ def judge_master(fact, unit, expected_config=None, pidfile_since_boot=None, star
     return None
 
 
-def judge_new_master(fact, master, unit, exes):
-    """Why a process is not the second master the verified `master` forked for a USR2 upgrade, or None.
-
-    `exes` are the interpreters a release runs: the old master's own, and the release venvs' pythons.
-    """
+def judge_child(fact, master, unit):
+    """Why a process is not one the verified `master` forked and may be signalled as its own, or None: a child of
+    the master, inside the unit's cgroup (under a unit), running as the master's uid."""
     if fact is None:
         return "it is not running"
     if fact["pid"] == master["pid"]:
@@ -189,6 +187,17 @@ def judge_new_master(fact, master, unit, exes):
         )
     if fact.get("uid") != master.get("uid"):
         return "it runs as uid %s, not the master's uid %s" % (fact.get("uid"), master.get("uid"))
+    return None
+
+
+def judge_new_master(fact, master, unit, exes):
+    """Why a process is not the second master the verified `master` forked for a USR2 upgrade, or None.
+
+    `exes` are the interpreters a release runs: the old master's own, and the release venvs' pythons.
+    """
+    reason = judge_child(fact, master, unit)
+    if reason:
+        return reason
     if not fact.get("exe") or fact["exe"] not in exes:
         return "it runs %s, not the release's interpreter (%s)" % (fact.get("exe"), ", ".join(sorted(exes)))
     if not proc.classify_cmdline(fact.get("argv") or [])["flavour"]:
@@ -198,19 +207,7 @@ def judge_new_master(fact, master, unit, exes):
 
 def judge_worker(fact, master, unit):
     """Why a process is not a worker of the verified `master`, or None."""
-    if fact is None:
-        return "it is not running"
-    if fact["ppid"] != master["pid"]:
-        return "it is not a child of master %d (its parent is %d)" % (master["pid"], fact["ppid"])
-    if unit and unit.get("checked") and not in_cgroup(fact.get("cgroup"), unit.get("control_group")):
-        return "it is outside unit %s's cgroup %s (its cgroup is %s)" % (
-            unit.get("name"),
-            unit.get("control_group"),
-            fact.get("cgroup"),
-        )
-    if fact.get("uid") != master.get("uid"):
-        return "it runs as uid %s, not the master's uid %s" % (fact.get("uid"), master.get("uid"))
-    return None
+    return judge_child(fact, master, unit)
 
 
 def judge_same(fact, known):
