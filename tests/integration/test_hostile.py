@@ -258,7 +258,7 @@ class SquattedSocket:
 
 
 def test_squatted_control_socket_cannot_name_a_pid_to_kill(make_site, module, victim):
-    from conftest import _children
+    from proctree import children as _children
 
     site = make_site(kind="wsgi", worker_class="sync", arbiter="graceful", workers=2)
     one_release(site)
@@ -288,7 +288,7 @@ def test_squatted_control_socket_cannot_name_a_pid_to_kill(make_site, module, vi
 def test_rewritten_working_directory_does_not_steer_the_restore(make_site, load, module, tmp_path):
     """A preloaded app moves the master into a directory of its own that looks like a release: the rollback
     refuses to restore `current` from it, says so, and changes nothing outside the instance's tree."""
-    from conftest import _children
+    from proctree import children as _children
 
     evil = tmp_path / "evil" / "releases" / "v1"
     evil.mkdir(parents=True)
@@ -346,7 +346,7 @@ def test_rewritten_working_directory_does_not_steer_the_restore(make_site, load,
 
 
 def test_squatted_control_socket_naming_a_stranger_as_a_worker_is_refused(make_site, module, victim):
-    from conftest import _children
+    from proctree import children as _children
 
     site = make_site(kind="wsgi", worker_class="sync", arbiter="graceful", workers=2)
     one_release(site)

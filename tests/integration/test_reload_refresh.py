@@ -171,7 +171,7 @@ def test_reload_check_mode_and_bad_arguments_send_nothing(make_site, module):
 
 
 def site_children(site):
-    from conftest import _children
+    from proctree import children as _children
 
     return _children(site.master_pid())
 

@@ -183,7 +183,7 @@ def test_new_master_killed_during_bake_rolls_back_to_old_code(make_site, load, m
 
 
 def _children(pid):
-    from conftest import _children as children
+    from proctree import children
 
     return children(pid)
 
