@@ -7,9 +7,13 @@ What differs from gunicorn's master, handler by handler:
   workers first and retires the oldest only as new ones report ready.
 - reap_workers: a new worker that exits before it was ready halts the server only before the
   first generation was ever ready; afterwards it aborts the refresh or backs the respawn off.
-- reload (HUP): reloads the configuration, then refreshes through the same path.
+- reload (HUP): applies the environment file (envfile.py), reloads the configuration, keeps the
+  listeners of unchanged addresses (none bound or closed under socket activation), then refreshes
+  through the same path.
 - handle_winch: gracefully stops this master's workers even when not daemonized.
-- reexec (USR2): a failure between fork and exec ends only the forked child.
+- reexec (USR2): a failure between fork and exec ends only the forked child; under socket
+  activation the listeners are handed over at fds 3..n+2, where LISTEN_FDS says they are.
+- stop (TERM): closes this master's listeners, then retires each worker once, drained.
 - halt: an old master leaving behind a re-executed child writes the child's PID into the pidfile
   (the unit's PIDFile=) before it exits, so systemd follows the new master.
 - the control socket is per master (<stem>.<pid>.<ext>) and answers `graceful status|refresh`.
@@ -25,6 +29,7 @@ import gc
 import importlib
 import itertools
 import os
+import queue
 import select
 import signal
 import sys
@@ -36,7 +41,7 @@ from gunicorn import sock
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
 
-from graceful_arbiter import __version__, memory, policy, readiness
+from graceful_arbiter import __version__, envfile, listeners, memory, policy, readiness
 from graceful_arbiter import settings as _settings  # noqa: F401  (registers the settings)
 from graceful_arbiter.client import master_socket_path
 
@@ -111,6 +116,12 @@ class Refresh:
             "outcome": self.outcome,
             "error": self.error,
         }
+
+
+def _replace_environ(saved: dict) -> None:
+    for key in set(os.environ) - set(saved):
+        os.environ.pop(key, None)
+    os.environ.update(saved)
 
 
 def file_signature(path: str):
@@ -216,6 +227,7 @@ class GracefulArbiter(Arbiter):
         self._reexec_started_at: float | None = None
         self._control_socket_path: str | None = None
         self._status: dict = {}
+        self._environment: dict | None = None  # the last read of the environment file (no values)
         self._warmed_up = False
         self.generation = int(os.environ.get(GENERATION_ENV, "1") or 1)
         super().__init__(app)
@@ -295,6 +307,7 @@ class GracefulArbiter(Arbiter):
 
     def start(self):
         super().start()
+        self._log_startup_environment()
         threading.Thread(target=self._wake_on_ready_reports, name="graceful-ready-reports", daemon=True).start()
 
     def _wake_on_ready_reports(self):
@@ -631,25 +644,90 @@ class GracefulArbiter(Arbiter):
 
     def _reload_configuration(self):
         old_cfg, old_address = self.app.cfg, self.cfg.address
+        saved_environ = dict(os.environ)
         for key in self.cfg.env:  # undo the env the old configuration set
             if key in self.cfg.env_orig:
                 os.environ[key] = self.cfg.env_orig[key]
             else:
                 os.environ.pop(key, None)
+        # Before the new Config copies os.environ (its env_orig is what a later USR2 passes on) and
+        # before raw_env is applied on top, as systemd's EnvironmentFile= comes before it at start.
+        self._reload_environment_file()
         try:
             self.app.reload()
         except BaseException:
             self.app.cfg = old_cfg
-            os.environ.update(old_cfg.env or {})
+            _replace_environ(saved_environ)
             raise
         self.setup(self.app)
         self.log.reopen_files()
         if old_address != self.cfg.address:
-            for listener in self.LISTENERS:
-                listener.close()
-            self.LISTENERS = sock.create_sockets(self.cfg, self.log)
-            self.log.info("Listening at: %s", ",".join(str(lnr) for lnr in self.LISTENERS))
+            self._update_listeners()
         self.cfg.on_reload(self)
+
+    def _log_startup_environment(self):
+        if envfile.STARTUP:
+            self._note_environment(envfile.STARTUP)
+
+    def _reload_environment_file(self):
+        """Apply the instance's environment file again (HUP); a bad file leaves the environment."""
+        try:
+            loaded = envfile.reload_from_environment()
+        except envfile.EnvFileError as exc:
+            self.log.error("Environment file not applied, the environment stays as it was: %s", exc)
+            self._environment = dict(self._environment or {}, outcome="failed", error=str(exc), at=time.time())
+            return
+        if loaded is not None:
+            self._note_environment(loaded)
+
+    def _note_environment(self, loaded: tuple):
+        path, names, removed = loaded  # names only: values are never logged
+        self._environment = {"file": path, "names": len(names), "outcome": "applied", "error": None, "at": time.time()}
+        self.log.info(
+            "Environment file %s applied: %s names%s",
+            path,
+            len(names),
+            f"; removed {', '.join(removed)}" if removed else "",
+        )
+
+    def _update_listeners(self):
+        """A changed `bind` at HUP: keep the listeners whose address stays, bind the new ones first,
+        then close the ones no longer configured.
+
+        Closing every listener and binding again, as gunicorn does, fails on an address that stays:
+        the old workers, still serving until the new ones are ready, hold it. When an added address
+        cannot be bound, nothing is closed. Under socket activation the sockets belong to systemd's
+        socket units: nothing is bound or closed here.
+        """
+        if self.systemd:
+            self.log.info("bind changed: listeners unchanged, under socket activation binds come from the socket units")
+            return
+        plan, removed = listeners.plan(self.cfg.address, self.LISTENERS)
+        updated, added, failed = [], 0, 0
+        for address, listener in plan:
+            if listener is None:
+                try:
+                    listener = listeners.bind(address, self.cfg, self.log)
+                except (Exception, SystemExit) as exc:
+                    failed += 1
+                    self.log.error("Could not listen at %s: %s", listeners.describe(address), exc)
+                    continue
+                added += 1
+            updated.append(listener)
+        if failed:
+            self.log.error("bind: %s new addresses not bound; no listener closed", failed)
+            removed = []
+            updated += [lnr for lnr in self.LISTENERS if lnr not in updated]
+        # Another master of a USR2 upgrade shares these sockets: leave their paths alone then.
+        unlink = self.reexec_pid == self.master_pid == 0 and not self.cfg.reuse_port
+        sock.close_sockets(removed, unlink)
+        self.LISTENERS = updated
+        self.log.info(
+            "Listening at: %s (added %s, closed %s)",
+            ",".join(str(lnr) for lnr in self.LISTENERS),
+            added,
+            len(removed),
+        )
 
     def reexec(self):
         if self.reexec_pid or self.master_pid:
@@ -658,7 +736,7 @@ class GracefulArbiter(Arbiter):
         previous = self.cfg.env_orig.get(GENERATION_ENV)
         self.cfg.env_orig[GENERATION_ENV] = str(self.generation + 1)
         try:
-            super().reexec()
+            self._fork_and_exec()
         except BaseException as exc:
             if os.getpid() != parent:
                 # The forked child inherited this master's workers and listeners: leaving through
@@ -678,6 +756,32 @@ class GracefulArbiter(Arbiter):
             self._reexec_started_at = time.time()
             self.log.info("USR2: new master forked (pid:%s)", self.reexec_pid)
 
+    def _fork_and_exec(self):
+        """gunicorn's reexec, with the listeners where the new master looks for them.
+
+        Under socket activation the new master takes fds 3..n+2 (LISTEN_FDS=n, LISTEN_PID its
+        own PID, which the exec keeps). gunicorn duplicates an inherited fd to another number when
+        it wraps it in a socket object, so the child first moves every listener back there.
+        """
+        master_pid = os.getpid()
+        self.reexec_pid = os.fork()
+        if self.reexec_pid != 0:
+            return
+        self.cfg.pre_exec(self)
+        environ = self.cfg.env_orig.copy()
+        environ["GUNICORN_PID"] = str(master_pid)
+        for name in ("GUNICORN_FD", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+            environ.pop(name, None)
+        fds = [lnr.fileno() for lnr in self.LISTENERS]
+        if self.systemd:
+            listeners.place_listen_fds(fds)
+            environ["LISTEN_PID"] = str(os.getpid())
+            environ["LISTEN_FDS"] = str(len(fds))
+        else:
+            environ["GUNICORN_FD"] = ",".join(str(fd) for fd in fds)
+        os.chdir(self.START_CTX["cwd"])
+        os.execvpe(self.START_CTX[0], self.START_CTX["args"], environ)
+
     def _reexec_child_exited(self, status: int):
         _code, how = describe_exit(status)
         self.log.error("New master (pid:%s) %s; this master keeps serving", self.reexec_pid, how)
@@ -692,8 +796,66 @@ class GracefulArbiter(Arbiter):
             self._claim_control_link()
 
     def stop(self, graceful=True):
+        """TERM (systemctl stop or restart): stop accepting, then retire the workers drained.
+
+        The master closes its own copies of the listeners first (under socket activation systemd
+        keeps the sockets, and new connections queue for the next master). Each worker gets one
+        SIGTERM, as a refresh or WINCH retires it: its drain answers kept-alive clients with
+        `Connection: close` instead of closing under them. A worker already retiring is left to
+        finish its drain: a second SIGTERM would cut it short. QUIT and INT stay gunicorn's fast
+        stop.
+        """
         self._stopping = True
-        super().stop(graceful)
+        if not graceful:
+            super().stop(False)
+            return
+        unlink = self.reexec_pid == self.master_pid == 0 and not self.systemd and not self.cfg.reuse_port
+        if self.LISTENERS:
+            sock.close_sockets(self.LISTENERS, unlink)
+            self.LISTENERS = []
+        if self.WORKERS:
+            self.log.info(
+                "Stopping: not accepting any more%s; draining %s workers",
+                " (the socket units keep listening)" if self.systemd else "",
+                len(self.WORKERS),
+            )
+        if self._dirty_pid():
+            self.kill_dirty_arbiter(signal.SIGTERM)
+        now = time.monotonic()
+        for pid in list(self.WORKERS):
+            self._retire(pid, now)
+        limit = time.monotonic() + self.cfg.graceful_timeout
+        quick = False
+        while (self.WORKERS or self._dirty_pid()) and time.monotonic() < limit:
+            if not quick and self._quick_stop_requested():
+                quick = True
+                self.log.info("Quick shutdown requested")
+                self.kill_workers(signal.SIGQUIT)
+                if self._dirty_pid():
+                    self.kill_dirty_arbiter(signal.SIGQUIT)
+                limit = min(limit, time.monotonic() + 2.0)
+            self._reap_all()
+            time.sleep(0.1)
+        self.kill_workers(signal.SIGKILL)
+        if self._dirty_pid():
+            self.kill_dirty_arbiter(signal.SIGKILL)
+        self._reap_all()
+
+    def _dirty_pid(self) -> int:
+        return getattr(self, "dirty_arbiter_pid", 0) or 0
+
+    def _reap_all(self):
+        self.reap_workers()
+        if hasattr(self, "reap_dirty_arbiter"):
+            self.reap_dirty_arbiter()
+
+    def _quick_stop_requested(self) -> bool:
+        """Whether INT or QUIT arrived during a graceful stop (other signals wait, as in gunicorn)."""
+        try:
+            sig = self.SIG_QUEUE.get_nowait()
+        except queue.Empty:
+            return False
+        return sig in (signal.SIGINT, signal.SIGQUIT)
 
     def halt(self, reason=None, exit_status=0):
         self._hand_over_pidfile()
@@ -846,6 +1008,7 @@ class GracefulArbiter(Arbiter):
             },
             "last_boot_failure": self._last_boot_failure,
             "last_reload": self._last_reload,
+            "environment_file": self._environment,
             "published_at": wall,
         }
 

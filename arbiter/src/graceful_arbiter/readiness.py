@@ -308,6 +308,31 @@ class GunicornAsgiDrainMixin:
         return drain.begin(self.loop, getattr(self, "servers", ()), lambda: self.nr_conns, stock_exit, self.log)
 
 
+class GthreadDrainMixin:
+    """For gunicorn's gthread worker: on SIGTERM, idle kept-alive connections stay open as long as
+    their ordinary keep-alive timeout allows (at most half of graceful_timeout), not gunicorn's
+    fixed 2 s; a request arriving on one meanwhile is answered with `Connection: close`.
+
+    gthread already answers with `Connection: close` once stopping, and closes the connection after
+    that response; what it cuts short is the wait for idle clients, which then find the connection
+    closed under them when they send. The linger is a module constant gthread reads at each use:
+    it is set in this worker process only.
+    """
+
+    def init_process(self):
+        from gunicorn.workers import gthread
+
+        if hasattr(gthread, "STOP_KEEPALIVE_LINGER"):
+            gthread.STOP_KEEPALIVE_LINGER = max(
+                float(gthread.STOP_KEEPALIVE_LINGER), _drain.drain_seconds(self.cfg.graceful_timeout)
+            )
+        super().init_process()
+
+
+def is_gthread_worker(worker_class: type) -> bool:
+    return _based_on(worker_class, "gunicorn.workers.gthread")
+
+
 _CLASSES: dict = {}
 
 
@@ -319,6 +344,8 @@ def with_readiness(worker_class: type) -> type:
         mixins = (ReadinessMixin,)
         if is_gunicorn_asgi_worker(worker_class) and hasattr(worker_class, "handle_exit_signal"):
             mixins += (GunicornAsgiDrainMixin,)
+        if is_gthread_worker(worker_class):
+            mixins += (GthreadDrainMixin,)
         _CLASSES[worker_class] = type(
             worker_class.__name__,
             (*mixins, worker_class),

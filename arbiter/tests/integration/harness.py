@@ -49,6 +49,29 @@ def post_fork(server, worker):
 """
 
 
+# What systemd does for a socket-activated service, in the process it then turns into the service:
+# the sockets go to fds 3, 4, ... and LISTEN_FDS/LISTEN_PID name them for this very PID.
+SOCKET_ACTIVATION_EXEC = """
+import os, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.set_inheritable(3, True)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def listening_socket(backlog: int = 1024) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    return sock
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -70,10 +93,21 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
 class Master:
     """One graceful-gunicorn process tree; everything it starts is stopped by PID in stop()."""
 
-    def __init__(self, tmp: Path, kind: str = "sync", workers: int = 2, graceful_timeout: int = 10, **settings):
+    def __init__(
+        self,
+        tmp: Path,
+        kind: str = "sync",
+        workers: int = 2,
+        graceful_timeout: int = 10,
+        socket_activation: bool = False,
+        **settings,
+    ):
         self.dir = tmp
         self.app, self.worker_class = WORKER_CLASSES[kind]
-        self.port = free_port()
+        # Under socket activation this process stands in for systemd: it holds the listening
+        # socket for as long as the test runs and hands it to each master it starts as fd 3.
+        self.activation_socket = listening_socket() if socket_activation else None
+        self.port = self.activation_socket.getsockname()[1] if socket_activation else free_port()
         self.workers = workers
         self.graceful_timeout = graceful_timeout
         self.settings = {"worker_health_path": "/health", **settings}
@@ -103,19 +137,26 @@ class Master:
     def start(self, wait: bool = True, cwd: Path | None = None, **env):
         environ = dict(os.environ, PYTHONPATH=str(APPS[self.app]), **self.env, **env)
         environ.pop("GUNICORN_CMD_ARGS", None)
+        command = [
+            str(BIN / "graceful-gunicorn"),
+            "-c",
+            str(self.dir / "gunicorn.conf.py"),
+            f"graceful_demo_{self.app}:app",
+        ]
+        pass_fds = ()
+        if self.activation_socket is not None:
+            fd = self.activation_socket.fileno()
+            command = [sys.executable, "-c", SOCKET_ACTIVATION_EXEC, str(fd), *command]
+            pass_fds = (fd,)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    str(BIN / "graceful-gunicorn"),
-                    "-c",
-                    str(self.dir / "gunicorn.conf.py"),
-                    f"graceful_demo_{self.app}:app",
-                ],
+                command,
                 cwd=cwd or self.dir,
                 env=environ,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
         if wait:
             self.wait_ready()
@@ -195,6 +236,8 @@ class Master:
                 time.sleep(0.1)
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        if self.activation_socket is not None:
+            self.activation_socket.close()
 
 
 def _alive(pid: int) -> bool:
