@@ -37,7 +37,6 @@ import threading
 import time
 from collections import deque
 
-from gunicorn import sock
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
 
@@ -228,6 +227,7 @@ class GracefulArbiter(Arbiter):
         self._control_socket_path: str | None = None
         self._status: dict = {}
         self._environment: dict | None = None  # the last read of the environment file (no values)
+        self._binds_incomplete = False  # a HUP's added address could not be bound: the next HUP tries again
         self._warmed_up = False
         self.generation = int(os.environ.get(GENERATION_ENV, "1") or 1)
         super().__init__(app)
@@ -644,7 +644,7 @@ class GracefulArbiter(Arbiter):
 
     def _reload_configuration(self):
         old_cfg, old_address = self.app.cfg, self.cfg.address
-        saved_environ = dict(os.environ)
+        saved_environ, environment_before = dict(os.environ), self._environment
         for key in self.cfg.env:  # undo the env the old configuration set
             if key in self.cfg.env_orig:
                 os.environ[key] = self.cfg.env_orig[key]
@@ -658,10 +658,16 @@ class GracefulArbiter(Arbiter):
         except BaseException:
             self.app.cfg = old_cfg
             _replace_environ(saved_environ)
+            if self._environment is not environment_before and self._environment["outcome"] == "applied":
+                self._environment = dict(
+                    self._environment,
+                    outcome="not applied",
+                    error="the configuration did not reload; the environment stays as it was",
+                )
             raise
         self.setup(self.app)
         self.log.reopen_files()
-        if old_address != self.cfg.address:
+        if old_address != self.cfg.address or self._binds_incomplete:
             self._update_listeners()
         self.cfg.on_reload(self)
 
@@ -714,20 +720,34 @@ class GracefulArbiter(Arbiter):
                     continue
                 added += 1
             updated.append(listener)
+        self._binds_incomplete = bool(failed)
         if failed:
-            self.log.error("bind: %s new addresses not bound; no listener closed", failed)
+            self.log.error("bind: %s new addresses not bound (tried again at the next HUP); no listener closed", failed)
             removed = []
             updated += [lnr for lnr in self.LISTENERS if lnr not in updated]
-        # Another master of a USR2 upgrade shares these sockets: leave their paths alone then.
-        unlink = self.reexec_pid == self.master_pid == 0 and not self.cfg.reuse_port
-        sock.close_sockets(removed, unlink)
         self.LISTENERS = updated
+        # Another master of a USR2 upgrade shares these sockets: leave their paths alone then.
+        self._close_listeners(removed, unlink=self.reexec_pid == self.master_pid == 0 and not self.cfg.reuse_port)
         self.log.info(
             "Listening at: %s (added %s, closed %s)",
             ",".join(str(lnr) for lnr in self.LISTENERS),
             added,
             len(removed),
         )
+
+    def _close_listeners(self, closing: list, unlink: bool):
+        """gunicorn's close_sockets, except that a unix socket file already gone (or never on the
+        file system) does not stop the others from closing."""
+        for listener in closing:
+            name = listener.getsockname()
+            listener.close()
+            if unlink and isinstance(name, str) and name and not name.startswith("\0"):
+                try:
+                    os.unlink(name)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    self.log.warning("Could not remove the socket file %s: %s", name, exc)
 
     def reexec(self):
         if self.reexec_pid or self.master_pid:
@@ -810,9 +830,8 @@ class GracefulArbiter(Arbiter):
             super().stop(False)
             return
         unlink = self.reexec_pid == self.master_pid == 0 and not self.systemd and not self.cfg.reuse_port
-        if self.LISTENERS:
-            sock.close_sockets(self.LISTENERS, unlink)
-            self.LISTENERS = []
+        closing, self.LISTENERS = self.LISTENERS, []
+        self._close_listeners(closing, unlink)
         if self.WORKERS:
             self.log.info(
                 "Stopping: not accepting any more%s; draining %s workers",
