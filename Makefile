@@ -21,7 +21,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help deps venv collection wheelhouse lint ruff yamllint ansible-lint sanity galaxy-import docs-lint unit \
-        integration molecule awx test demo rollout-proof lab-down build clean
+        integration molecule awx test demo rollout-proof change-proof lab-down build clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -113,6 +113,11 @@ demo: deps venv collection wheelhouse
 rollout-proof: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
 	$(BIN)/python tests/lab/lab.py run --name proof --hosts 3 -- $(BIN)/python tests/demo/rollout.py proof
+
+# Every kind of change through the deploy playbook under full-speed keep-alive load, one line per change.
+change-proof: deps venv collection wheelhouse
+	$(BIN)/python tests/lab/lab.py rootfs
+	$(BIN)/python tests/lab/lab.py run --name change --hosts 1 -- $(BIN)/python tests/proof/change_proof.py
 
 lab-down:
 	$(BIN)/python tests/lab/lab.py down --name demo

@@ -55,6 +55,9 @@ TCP_BIND_RE = re.compile(
     r"(?P<host>\[[0-9A-Fa-f:.]{2,45}\]|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?|)"
     r":(?P<port>[0-9]{1,5})"
 )
+IPV4_RE = re.compile(
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
+)
 UNIX_BIND_RE = re.compile(r"unix:(?P<path>/.*)", re.S)
 URL_RE = re.compile(r"https?://[A-Za-z0-9._~:/?#@!&'()*+,;=%\[\]-]{1,2000}")
 # One requirement or path for pip, passed as one quoted argument. A leading '-' would be a pip option.
@@ -160,6 +163,8 @@ MAX_UNIX_PATH = 107
 BOOL_TRUE = frozenset("true yes on 1 y t".split())  # noqa: SIM905
 BOOL_FALSE = frozenset("false no off 0 n f".split())  # noqa: SIM905
 
+RESTART_MODES = ("immediate", "deferred")
+
 ROLE_VARIABLES = (
     "gunicorn_state",
     "gunicorn_instance",
@@ -206,6 +211,8 @@ ROLE_VARIABLES = (
     "gunicorn_read_write_paths",
     "gunicorn_memory_deny_write_execute",
     "gunicorn_unit_extra",
+    "gunicorn_socket_activation",
+    "gunicorn_restart_mode",
 )
 # The variables an action that does not install (rollback, reload, refresh) reads.
 INSTANCE_VARIABLES = (
@@ -851,6 +858,7 @@ def instance_problems(values, scope="role"):
         "gunicorn_control_socket_enabled",
         "gunicorn_service_enabled",
         "gunicorn_memory_deny_write_execute",
+        "gunicorn_socket_activation",
     ):
         if flag in values:
             read_bool(problems, flag, get(flag))
@@ -989,6 +997,18 @@ def instance_problems(values, scope="role"):
         problems.add("gunicorn_arbiter_src", "contains a control character", "give the collection's arbiter/ directory")
 
     binds = check_bind(problems, get("gunicorn_bind", "127.0.0.1:8000"), runtime_dir, rw_paths)
+    if read_bool(Problems(), "", get("gunicorn_socket_activation", True)):
+        for bind in binds:
+            tcp = TCP_BIND_RE.fullmatch(bind)
+            host = tcp.group("host") if tcp else ""
+            if tcp and host not in ("", "localhost") and not host.startswith("[") and not IPV4_RE.fullmatch(host):
+                problems.add(
+                    "gunicorn_bind",
+                    "(%s) names a host: under gunicorn_socket_activation systemd listens, and it takes addresses only"
+                    % show(bind),
+                    "give the address (e.g. 127.0.0.1:%s), or set gunicorn_socket_activation: false"
+                    % tcp.group("port"),
+                )
     if socket_group and not any(bind.startswith("unix:") for bind in binds) and binds:
         problems.add(
             "gunicorn_socket_group",
@@ -1044,6 +1064,14 @@ def instance_problems(values, scope="role"):
             read_int(problems, "gunicorn_health_status[%d]" % index, status, 100, 599)
 
     check_unit_extra(problems, get("gunicorn_unit_extra", []))
+    restart_mode = get("gunicorn_restart_mode", "immediate")
+    if restart_mode not in RESTART_MODES:
+        problems.add(
+            "gunicorn_restart_mode",
+            "is %s" % show(restart_mode),
+            "give immediate (restart in the role when the unit changes) or deferred (leave the restart to the "
+            "deploy playbook, which restarts one host at a time)",
+        )
     return problems.items
 
 

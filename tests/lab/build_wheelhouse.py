@@ -6,6 +6,7 @@ they do wrong (9.0.0+importerror, 9.0.0+healtherror, 9.0.0+hangstartup, 9.0.0+sl
 also 9.0.0+hostile, whose master attacks the operations: examples/apps/wsgi/graceful_demo_wsgi/hostile.py).
 Drills share no public version with a good release: `==3.0.0` would also match `3.0.0+importerror` (PEP 440
 ignores the local label of a candidate when the pin has none) and pip would pick the drill.
+It also holds a second gunicorn release (OTHER_RELEASES), so that a deploy can change `gunicorn_version`.
 
     build_wheelhouse.py [--out build/wheelhouse]
 """
@@ -34,6 +35,10 @@ RELEASES = {
 }
 # Drills only one of the example apps implements.
 KIND_RELEASES = {"wsgi": {"9.0.0+hostile": "hostile"}}
+# Releases beside the pinned ones in wheelhouse-requirements.txt, each downloaded on its own (one pip
+# resolution cannot hold two versions of a package), for deploys that change gunicorn_version
+# (tests/proof/change_proof.py). No dependencies of their own: gunicorn needs none on Python 3.11.
+OTHER_RELEASES = ["gunicorn==26.2.0"]
 
 
 def pip(*args: str) -> None:
@@ -70,18 +75,10 @@ def main() -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     # The hosts run Debian bookworm's CPython 3.11 on the controller's architecture.
-    pip(
-        "download",
-        "--only-binary=:all:",
-        "--python-version",
-        "3.11",
-        "--implementation",
-        "cp",
-        "-d",
-        str(out),
-        "-r",
-        str(REPO / "tests/lab/wheelhouse-requirements.txt"),
-    )
+    target = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "-d", str(out)]
+    pip("download", *target, "-r", str(REPO / "tests/lab/wheelhouse-requirements.txt"))
+    for requirement in OTHER_RELEASES:
+        pip("download", *target, "--no-deps", requirement)
     for old in out.glob("graceful_gunicorn_arbiter-*.whl"):
         old.unlink()  # always rebuilt: it changes with the collection
     pip("wheel", "--no-deps", "-w", str(out), str(REPO / "arbiter"))

@@ -1,11 +1,15 @@
 """A bounded HTTP load client that records every request, and the report it prints.
 
     loadgen.py run --url URL [--url URL ...] --out FILE [--connections N] [--seconds S]
-                   [--max-requests N] [--rate R] [--no-keepalive] [--stop-file PATH] [--bridge BRIDGE]
+                   [--max-requests N] [--rate R] [--no-keepalive] [--stop-on-close] [--stop-file PATH]
+                   [--bridge BRIDGE]
     loadgen.py report FILE [--marks FILE] [--chart PNG] [--json FILE]
 
 `run` sends GET requests from N threads per URL until S seconds pass, N requests were sent, or the
 stop file appears, whichever comes first; with --rate, each thread sends at most R requests a second.
+With --stop-on-close, a thread stops once the server ends its kept-alive connection with a
+`Connection: close` response, as a client does that the server drains away (a stopping service):
+it then measures only the requests the server had not yet turned away.
 It writes one JSON line per request: start time, latency, target, status (0 for a connection
 error), the served version and pid when the body is JSON. Targets must be on loopback, or reached
 through the named bridge (checked with `ip route get` before the first request).
@@ -103,6 +107,7 @@ def worker(
     recorder: Recorder,
     timeout: float,
     rate: float = 0,
+    stop_on_close: bool = False,
 ) -> None:
     parts = urlsplit(url)
     path = parts.path or "/"
@@ -146,6 +151,8 @@ def worker(
                 _failed(record, exc)
         record["ms"] = round((time.time() - started) * 1000, 2)
         recorder.add(record)
+        if stop_on_close and keepalive and conn is None and 200 <= record["status"] < 400:
+            break  # the server said Connection: close: this client goes away
     if conn is not None:
         conn.close()
 
@@ -160,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     threads = [
         threading.Thread(
             target=worker,
-            args=(url, args.keepalive, stop, budget, lock, recorder, args.timeout, args.rate),
+            args=(url, args.keepalive, stop, budget, lock, recorder, args.timeout, args.rate, args.stop_on_close),
             daemon=True,
         )
         for url in args.url
@@ -172,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     while not stop.is_set() and time.monotonic() < deadline:
         if args.stop_file and os.path.exists(args.stop_file):
             break
+        if not any(thread.is_alive() for thread in threads):
+            break  # every client went away (--stop-on-close)
         time.sleep(0.1)
     stop.set()
     for thread in threads:
@@ -341,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--timeout", type=float, default=10)
     r.add_argument("--rate", type=float, default=0, help="requests a second per thread (0: as fast as answered)")
     r.add_argument("--no-keepalive", dest="keepalive", action="store_false")
+    r.add_argument(
+        "--stop-on-close", action="store_true", help="end a thread once the server closes its connection gracefully"
+    )
     r.add_argument("--stop-file")
     r.add_argument("--bridge", default=os.environ.get("LAB_BRIDGE"))
     p = sub.add_parser("report")

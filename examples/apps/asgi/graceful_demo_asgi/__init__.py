@@ -1,6 +1,11 @@
-"""graceful.gunicorn's example ASGI app: /health, /version, / and /slow, with failure drills."""
+"""graceful.gunicorn's example ASGI app: /health, /version, / and /slow, with failure drills.
+
+/ also shows DEMO_GREETING and a short digest of DEMO_SECRET, both read at each request: a changed
+environment or a rotated secret can be seen from outside without the secret itself.
+"""
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -19,6 +24,12 @@ if BEHAVIOUR == "import-error":
     raise RuntimeError(f"graceful-demo-asgi {__version__}: import fails on purpose (BEHAVIOUR=import-error)")
 if BEHAVIOUR == "slow-import":
     time.sleep(float(os.environ.get("DEMO_IMPORT_SECONDS", "5")))
+
+
+def secret_digest():
+    """The first 12 hex digits of DEMO_SECRET's SHA-256, or None when it is unset."""
+    secret = os.environ.get("DEMO_SECRET")
+    return None if secret is None else hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
 async def _send_json(send, status, body):
@@ -69,6 +80,13 @@ async def app(scope, receive, send):
         await asyncio.sleep(min(float(query.get("seconds", "1")), 120))
         await _send_json(send, 200, {"slept": query.get("seconds", "1"), "version": __version__})
     elif path == "/":
-        await _send_json(send, 200, {"app": "graceful-demo-asgi", "version": __version__, "pid": os.getpid()})
+        body = {
+            "app": "graceful-demo-asgi",
+            "version": __version__,
+            "pid": os.getpid(),
+            "greeting": os.environ.get("DEMO_GREETING"),
+            "secret_sha256": secret_digest(),
+        }
+        await _send_json(send, 200, body)
     else:
         await _send_json(send, 404, {"error": "not found", "path": path})

@@ -1,5 +1,11 @@
-"""graceful.gunicorn's example WSGI app: /health, /version, / and /slow, with failure drills."""
+"""graceful.gunicorn's example WSGI app: /health, /version, / and /slow, with failure drills.
 
+/ also shows DEMO_GREETING and a short digest of DEMO_SECRET, both read at each request: a changed
+environment or a rotated secret can be seen from outside without the secret itself; and the server
+software (gunicorn's version), which a change of gunicorn_version changes.
+"""
+
+import hashlib
 import json
 import os
 import time
@@ -34,6 +40,12 @@ def _json(start_response, status, body):
     return [payload]
 
 
+def secret_digest():
+    """The first 12 hex digits of DEMO_SECRET's SHA-256, or None when it is unset."""
+    secret = os.environ.get("DEMO_SECRET")
+    return None if secret is None else hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
 def app(environ, start_response):
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     if URL_PREFIX:
@@ -51,7 +63,14 @@ def app(environ, start_response):
         time.sleep(min(float(seconds), 120))
         return _json(start_response, "200 OK", {"slept": seconds, "version": __version__})
     if path == "/":
-        body = {"app": "graceful-demo-wsgi", "version": __version__, "pid": os.getpid()}
+        body = {
+            "app": "graceful-demo-wsgi",
+            "version": __version__,
+            "pid": os.getpid(),
+            "greeting": os.environ.get("DEMO_GREETING"),
+            "secret_sha256": secret_digest(),
+            "server_software": environ.get("SERVER_SOFTWARE"),
+        }
         return _json(start_response, "200 OK", body)
     return _json(start_response, "404 Not Found", {"error": "not found", "path": path})
 
