@@ -1,6 +1,7 @@
 # graceful.gunicorn: build, lint, test and demo.
 #   make demo   boot three local test hosts, deploy the example ASGI app, print their status
 #   make test   lint, unit and integration tests, the molecule scenarios and the AWX jobs on local test hosts
+#   make change-proof  every kind of change (environment, secret, config, workers, code, binds, unit, removal) under load
 # Both run as root on Debian or Ubuntu: the test hosts are systemd-nspawn containers on a bridge.
 
 SHELL := /bin/bash
@@ -85,7 +86,7 @@ docs-lint: venv collection
 lint: ruff yamllint ansible-lint sanity galaxy-import docs-lint
 
 unit: venv collection
-	$(BIN)/pytest -q tests/unit arbiter/tests/unit
+	$(BIN)/pytest -q tests/unit tests/proof arbiter/tests/unit
 
 integration: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs

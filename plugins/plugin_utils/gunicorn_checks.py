@@ -607,6 +607,21 @@ def check_account(problems, name, value, instance_hint):
     return account
 
 
+# Names the service's own machinery sets: a value from the role would break socket activation, the re-exec or
+# the environment file's bookkeeping (LISTEN_* is refused as a prefix).
+RESERVED_ENV_NAMES = frozenset(
+    (
+        "GRACEFUL_GUNICORN_ENV_FILE",
+        "GRACEFUL_GUNICORN_ENV_KEYS",
+        "GRACEFUL_GUNICORN_GENERATION",
+        "GUNICORN_PID",
+        "GUNICORN_FD",
+        "NOTIFY_SOCKET",
+        "PWD",
+    )
+)
+
+
 def check_environment(problems, name, value):
     env = read_mapping(problems, name, value, '{"LOG_LEVEL": "info"}')
     if env is None:
@@ -617,6 +632,13 @@ def check_environment(problems, name, value):
                 name,
                 "has the key %s, which is not an environment variable name" % show(key),
                 "use letters, digits and '_', not starting with a digit",
+            )
+            continue
+        if text(key) in RESERVED_ENV_NAMES or text(key).startswith("LISTEN_"):
+            problems.add(
+                "%s.%s" % (name, text(key)),
+                "is set by systemd or the arbiter (socket activation, the environment file, the re-exec)",
+                "choose another name",
             )
             continue
         label = "%s.%s" % (name, text(key))

@@ -1,7 +1,8 @@
 """The server role's unit, rendered by Ansible from the real template, passes systemd's own checks.
 
 Each case is a valid set of variables (instance_problems finds nothing) rendered with the role's defaults and
-vars (tests/validation/render_units.yml, on the controller only). systemd-analyze verify parses every unit
+vars (tests/validation/render_units.yml, on the controller only), into a directory per case: the service unit and
+the socket unit of each bind, under the names the role gives them. systemd-analyze verify parses every unit
 (it would report a carriage return that started a new directive, a bad specifier or an unknown setting), and
 systemd-analyze security --offline rates the sandbox: exposure at most 1.7. The app root is moved under the
 test's directory so that verify finds the ExecStart= binary, which it requires to exist.
@@ -38,6 +39,10 @@ CASES = {
         "gunicorn_graceful_timeout": 120,
     },
     "no-mdwe": {"gunicorn_memory_deny_write_execute": False, "gunicorn_app": "myapp"},
+    "no-socket-activation": {
+        "gunicorn_socket_activation": False,
+        "gunicorn_bind": ["127.0.0.1:8000", "127.0.0.1:8001"],
+    },
 }
 
 pytestmark = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
@@ -56,9 +61,10 @@ def units(tmp_path_factory):
     root = tmp_path_factory.mktemp("units")
     cases = []
     for name, case in CASES.items():
-        case = dict(case, gunicorn_root_base=str(root / "srv"), file=str(root / f"{name}.service"))
         instance = case.get("gunicorn_instance", "demo")
-        binary = root / "srv" / instance / "current" / "venv" / "bin" / "graceful-gunicorn"
+        case = dict(case, gunicorn_root_base=str(root / "srv" / name), dir=str(root / name))
+        (root / name).mkdir()
+        binary = root / "srv" / name / instance / "current" / "venv" / "bin" / "graceful-gunicorn"
         binary.parent.mkdir(parents=True, exist_ok=True)
         binary.write_text("#!/bin/sh\n")
         binary.chmod(0o755)
@@ -76,7 +82,11 @@ def units(tmp_path_factory):
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    return {name: root / f"{name}.service" for name in CASES}
+    return {name: root / name / f"gunicorn-{checked(CASES[name])['gunicorn_instance']}.service" for name in CASES}
+
+
+def socket_units(service: Path) -> list:
+    return sorted(service.parent.glob("*.socket"))
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -85,12 +95,35 @@ def test_the_case_is_valid(name):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_systemd_analyze_verify_accepts_the_unit(units, name):
+def test_systemd_analyze_verify_accepts_the_units(units, name):
     unit = units[name]
-    result = subprocess.run([SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True, check=False)
-    # Only this unit's own lines: verify also loads the machine's units its dependencies name.
-    own = [line for line in (result.stdout + result.stderr).splitlines() if unit.name in line]
-    assert result.returncode == 0 and not own, unit.read_text() + "\n" + result.stdout + result.stderr
+    sockets = socket_units(unit)
+    files = [unit, *sockets]
+    result = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", *map(str, files)], capture_output=True, text=True, check=False, cwd=unit.parent
+    )
+    # Only these units' own lines: verify also loads the machine's units their dependencies name.
+    own = [line for line in (result.stdout + result.stderr).splitlines() if any(f.name in line for f in files)]
+    texts = "\n".join(f.read_text() for f in files)
+    assert result.returncode == 0 and not own, texts + "\n" + result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_service_uses_one_socket_unit_per_bind(units, name):
+    case = checked(CASES[name])
+    binds = case.get("gunicorn_bind", "127.0.0.1:8000")
+    binds = [binds] if isinstance(binds, str) else binds
+    sockets = socket_units(units[name])
+    lines = units[name].read_text().splitlines()
+    if case.get("gunicorn_socket_activation", True) is False:
+        assert sockets == [] and not any(line.startswith("Sockets=") for line in lines)
+        return
+    assert len(sockets) == len(binds)
+    listens = sorted(line for s in sockets for line in s.read_text().splitlines() if line.startswith("ListenStream="))
+    expected = sorted("ListenStream=" + (b[len("unix:") :] if b.startswith("unix:") else b) for b in binds)
+    assert listens == expected
+    named = " ".join(line.split("=", 1)[1] for line in lines if line.startswith("Sockets="))
+    assert sorted(named.split()) == sorted(s.name for s in sockets)
 
 
 @pytest.mark.parametrize("name", list(CASES))
