@@ -68,7 +68,12 @@ OLD_GUNICORN = "27.0.1"
 NEW_GUNICORN = "26.2.0"  # the other gunicorn release in the test wheelhouse (tests/lab/build_wheelhouse.py)
 
 # Lines that may show failed > 0, with why. Every other line must show failed=0.
-EXPECTED_FAILURES: dict[str, str] = {}
+EXPECTED_FAILURES: dict[str, str] = {
+    # roles/server/README.md, "Adopting socket activation": the running master holds its addresses, so the
+    # socket units can only listen once it has stopped; connections in between are refused. With the deploy's
+    # drain hooks in front no client sees it; this proof sends its load straight to the host.
+    "socket-activation": "adopting socket activation refuses connections while the old master stops",
+}
 
 KINDS = [
     "socket-activation",
