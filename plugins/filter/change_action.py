@@ -20,10 +20,10 @@ description:
     app was imported in the master with the old environment).
   - A changed service unit, a changed set of socket units, a move to socket activation, or a restart left pending
     by an earlier run need a restart, which applies everything else as well. With O(restart_mode=deferred) the
-    restart is left to the caller (the deploy playbook restarts the hosts one at a time): the other changes are
+    restart is left to the caller (the deploy playbook restarts the hosts one at a time), and the other changes are
     applied now, by the action they would need without the unit change, and RV(_value.restart_pending) says that
     the restart is still owed.
-  - A service that was not active is started by the role itself, which applies everything: the action is V(none).
+  - A service that was not active is started by the role itself, which applies everything; the action is V(none).
 options:
   _input:
     description:

@@ -36,7 +36,7 @@ def served_by_all(port: int, predicate, timeout: float = 30):
     """Wait until 20 answers in a row satisfy `predicate` (every worker has turned over)."""
 
     def check():
-        return all(predicate(get_root(port)) for _ in range(20))
+        return all(predicate(get_root(port)) for _attempt in range(20))
 
     wait_for(check, timeout, what="every worker to serve the new environment")
 

@@ -106,7 +106,7 @@ def test_socket_unit_survives_usr2_and_restart(host, tmp_path):
     host.ssh("cat > /etc/gunicorn/demo/environment", input='DEMO_SECRET="two-93be5a"\n')
     host.ssh("systemctl reload demo")
     two = hashlib.sha256(b"two-93be5a").hexdigest()[:12]
-    wait_for(lambda: all(secret_digest(host) == two for _ in range(10)), 60, "the rotated secret served")
+    wait_for(lambda: all(secret_digest(host) == two for _attempt in range(10)), 60, "the rotated secret served")
     assert before == hashlib.sha256(b"one-7d41c0").hexdigest()[:12]
 
     # A restart: the socket unit keeps listening while the master stops drained and starts again.
