@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
 import json
 import math
 import os
@@ -720,6 +721,52 @@ def check_bind(problems, value, runtime_dir, rw_paths):
     return good
 
 
+def _listen_key(bind):
+    """What a bind listens on, for comparing binds: (family, address, port); None if it cannot be told."""
+    unix = UNIX_BIND_RE.fullmatch(bind)
+    if unix:
+        return ("unix", posixpath.normpath(unix.group("path")), None)
+    tcp = TCP_BIND_RE.fullmatch(bind)
+    if not tcp:
+        return None
+    host, port = tcp.group("host"), int(tcp.group("port"))
+    try:
+        if host.startswith("["):
+            return ("ipv6", ipaddress.IPv6Address(host[1:-1]), port)
+        return ("ipv4", ipaddress.IPv4Address({"": "0.0.0.0", "localhost": "127.0.0.1"}.get(host, host)), port)
+    except ValueError:
+        return ("name", host.lower(), port)
+
+
+def _clash(first, second):
+    if first[0] != second[0] or first[2] != second[2]:
+        return False
+    if first[1] == second[1]:
+        return True
+    # a wildcard address takes the port on every address of its family
+    return first[0] in ("ipv4", "ipv6") and (first[1].is_unspecified or second[1].is_unspecified)
+
+
+def check_bind_clashes(problems, binds):
+    """Two binds on one address (or a port and a wildcard of its family): the second can never listen, and a restart
+    that needs both (a socket unit each, or gunicorn binding both) would leave the instance down."""
+    seen = []
+    for bind in binds:
+        key = _listen_key(bind)
+        if key is None:
+            continue
+        for other, other_key in seen:
+            if _clash(other_key, key):
+                problems.add(
+                    "gunicorn_bind",
+                    "(%s and %s) cannot both listen: they are the same address, or one is a wildcard address on the "
+                    "other's port" % (show(other), show(bind)),
+                    "give each address once (a wildcard such as 0.0.0.0:PORT covers the others on PORT)",
+                )
+                break
+        seen.append((bind, key))
+
+
 def check_unit_extra(problems, value):
     lines = read_list(problems, "gunicorn_unit_extra", value, '["LimitNOFILE=65536"]')
     if lines is None:
@@ -1019,6 +1066,7 @@ def instance_problems(values, scope="role"):
         problems.add("gunicorn_arbiter_src", "contains a control character", "give the collection's arbiter/ directory")
 
     binds = check_bind(problems, get("gunicorn_bind", "127.0.0.1:8000"), runtime_dir, rw_paths)
+    check_bind_clashes(problems, binds)
     if read_bool(Problems(), "", get("gunicorn_socket_activation", True)):
         for bind in binds:
             tcp = TCP_BIND_RE.fullmatch(bind)
