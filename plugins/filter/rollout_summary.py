@@ -15,7 +15,8 @@ description:
   - Used by the last play of the collection's rollout playbooks; the result is written to C(gunicorn_summary_file)
     and published as the job stat C(gunicorn_rollout_summary).
   - "Each host gets a status: the one its turn recorded in the fact C(gunicorn_rollout_result) (C(upgraded),
-    C(skipped), C(failed), C(rolled_back), C(unreachable)); C(unreachable) when its turn started, recorded nothing
+    C(skipped), C(removed) for a deploy with C(gunicorn_state=absent), C(failed), C(rolled_back),
+    C(unreachable)); C(unreachable) when its turn started, recorded nothing
     and the host has left the play (it stopped answering); C(failed) when its turn started and recorded nothing;
     C(untouched) when its turn never started (the rollout stopped before it), with the release it runs as read by
     the fact C(__gunicorn_rollout_untouched_info) when that could be read."
@@ -71,7 +72,7 @@ _value:
       description: Whether some hosts were left untouched because the failure budget was exceeded.
       type: bool
     ok:
-      description: Whether every host was upgraded or had nothing to do.
+      description: Whether every host was upgraded, removed as asked, or had nothing to do.
       type: bool
 """
 
@@ -80,8 +81,8 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
 
-STATUSES = ("upgraded", "skipped", "failed", "rolled_back", "unreachable", "untouched")
-GOOD_STATUSES = ("upgraded", "skipped")
+STATUSES = ("upgraded", "skipped", "removed", "failed", "rolled_back", "unreachable", "untouched")
+GOOD_STATUSES = ("upgraded", "skipped", "removed")
 
 
 def optional_text(value):

@@ -163,6 +163,12 @@ def test_summary_is_ok_only_when_every_host_is_upgraded_or_skipped():
     assert rollout_summary(hostvars, ["a", "b"], ["a", "b"], ROLLOUT)["ok"] is False
 
 
+def test_summary_counts_a_removal_as_done():
+    hostvars = {"a": turn("removed", release=None, previous="2"), "b": turn("upgraded", release="2")}
+    summary = rollout_summary(hostvars, ["a", "b"], ["a", "b"], ROLLOUT)
+    assert summary["hosts"]["a"]["status"] == "removed" and summary["ok"] is True
+
+
 def test_summary_does_not_pass_on_an_unknown_status():
     hostvars = {"a": turn("fine")}
     assert rollout_summary(hostvars, ["a"], ["a"], ROLLOUT)["hosts"]["a"]["status"] == "failed"
