@@ -22,7 +22,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help deps venv collection wheelhouse lint ruff yamllint ansible-lint sanity galaxy-import docs-lint unit \
-        integration molecule awx test demo rollout-proof change-proof lab-down build clean
+        integration molecule awx hosts test demo rollout-proof change-proof lab-down build clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -88,23 +88,32 @@ lint: ruff yamllint ansible-lint sanity galaxy-import docs-lint
 unit: venv collection
 	$(BIN)/pytest -q tests/unit tests/proof arbiter/tests/unit
 
+# The suites on loopback and the suites on test hosts run side by side (tests/side_by_side.py): both mostly wait.
+LOOPBACK_SUITES := $(BIN)/pytest -q tests/integration arbiter/tests/integration
+HOST_SUITES := $(BIN)/pytest -q arbiter/tests/systemd tests/systemd
+MOLECULE_SUITES := tests/molecule_scenarios.sh
+# The examples/awx wrappers run through ansible-runner, as AWX runs them, on three lab hosts.
+AWX_SUITE := $(BIN)/python tests/lab/lab.py run --name awx --hosts 3 -- $(BIN)/pytest -q tests/awx
+SIDE_BY_SIDE := $(BIN)/python tests/side_by_side.py --logs $(BUILD)/logs
+
 integration: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
-	$(BIN)/pytest -q tests/integration arbiter/tests/integration arbiter/tests/systemd tests/systemd
+	$(SIDE_BY_SIDE)/integration -- "$(LOOPBACK_SUITES)" "$(HOST_SUITES)"
 
 molecule: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
-	@# Each scenario tears its hosts down; the lab.py calls after them are the safety net, on failure too.
-	status=0; $(BIN)/molecule test -s default && $(BIN)/molecule test -s rollout || status=$$?; \
-	  $(BIN)/python tests/lab/lab.py down --name mol; $(BIN)/python tests/lab/lab.py down --name rollout; \
-	  exit $$status
+	$(MOLECULE_SUITES)
 
-# The examples/awx wrappers run through ansible-runner, as AWX runs them, on three lab hosts.
 awx: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
-	$(BIN)/python tests/lab/lab.py run --name awx --hosts 3 -- $(BIN)/pytest -q tests/awx
+	$(AWX_SUITE)
 
-test: deps venv lint unit integration molecule awx
+# The molecule scenarios and the AWX jobs boot their own hosts on their own bridges, so they run side by side.
+hosts: deps venv collection wheelhouse
+	$(BIN)/python tests/lab/lab.py rootfs
+	$(SIDE_BY_SIDE)/hosts -- "$(MOLECULE_SUITES)" "$(AWX_SUITE)"
+
+test: deps venv lint unit integration hosts
 
 demo: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
