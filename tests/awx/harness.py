@@ -34,7 +34,9 @@ PORT = 8000
 APP_PACKAGE = "graceful-demo-asgi"
 # The release that fails to import on the second host only (its environment names it, see the fixture).
 BROKEN_RELEASE = "3.0.0"
-JOB_TIMEOUT = 420
+# A guard against a hung job, not a speed target: a three-host serial upgrade takes a few minutes, longer while
+# make test runs the molecule scenarios beside these jobs on the same cores.
+JOB_TIMEOUT = 900
 
 
 # ---------------------------------------------------------------- the survey
