@@ -1,6 +1,7 @@
 # graceful.gunicorn: build, lint, test and demo.
 #   make demo   boot three local test hosts, deploy the example ASGI app, print their status
 #   make test   lint, unit and integration tests, the molecule scenarios and the AWX jobs on local test hosts
+#   make arbiter-wheel  rebuild the arbiter wheel the role ships, after a change in arbiter/
 #   make change-proof  every kind of change (environment, secret, config, workers, code, binds, unit, removal) under load
 # Both run as root on Debian or Ubuntu: the test hosts are systemd-nspawn containers on a bridge.
 
@@ -22,7 +23,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help deps venv collection wheelhouse lint ruff yamllint ansible-lint sanity galaxy-import docs-lint unit \
-        integration molecule awx hosts test demo rollout-proof change-proof lab-down build clean
+        integration molecule awx hosts test demo rollout-proof change-proof lab-down build clean arbiter-wheel
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -38,8 +39,8 @@ $(VENV)/.installed: tests/requirements-controller.txt arbiter/pyproject.toml
 	touch $@
 
 # The arbiter is installed, not linked: the masters the tests start run it from the venv.
-$(VENV)/.arbiter: $(VENV)/.installed arbiter/pyproject.toml $(shell find arbiter/src arbiter/build_backend -name '*.py')
-	$(BIN)/pip install -q --no-deps --force-reinstall ./arbiter
+$(VENV)/.arbiter: $(VENV)/.installed arbiter/pyproject.toml $(shell find arbiter/src -name '*.py')
+	$(BIN)/pip install -q --no-deps --no-build-isolation --force-reinstall ./arbiter
 	touch $@
 
 venv: $(VENV)/.installed $(VENV)/.arbiter
@@ -47,6 +48,11 @@ venv: $(VENV)/.installed $(VENV)/.arbiter
 collection: ## make the checkout visible to Ansible as graceful.gunicorn
 	@mkdir -p $(dir $(COLLECTION_LINK))
 	@ln -sfn $(CURDIR) $(COLLECTION_LINK)
+
+# The arbiter wheel the role ships (roles/server/files), rebuilt reproducibly from arbiter/ after a change there;
+# make unit fails while the shipped one is stale.
+arbiter-wheel: venv
+	$(BIN)/python tests/build_arbiter_wheel.py
 
 wheelhouse: venv
 	$(BIN)/python tests/lab/build_wheelhouse.py --out $(WHEELHOUSE)

@@ -84,7 +84,7 @@ MODES = ("send", "stale", "dirs")
 
 def _relative(path, root, side):
     path = to_text(path)
-    # find reports paths as it was given them ("roles/server/../../arbiter/src/..."): compare them normalised
+    # find reports paths as it was given them ("roles/server/../../wheels/..."): compare them normalised
     root = posixpath.normpath(to_text(root))
     prefix = root if root.endswith("/") else root + "/"
     normal = posixpath.normpath(path)

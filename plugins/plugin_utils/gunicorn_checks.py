@@ -165,6 +165,8 @@ BOOL_TRUE = frozenset("true yes on 1 y t".split())  # noqa: SIM905
 BOOL_FALSE = frozenset("false no off 0 n f".split())  # noqa: SIM905
 
 RESTART_MODES = ("immediate", "deferred")
+# A pure-Python wheel of the arbiter, as flit_core names it: no path separator, no spaces, nothing to quote.
+ARBITER_WHEEL_RE = re.compile(r"graceful_gunicorn_arbiter-[0-9][0-9A-Za-z.+_]*-py3-none-any\.whl")
 
 ROLE_VARIABLES = (
     "gunicorn_state",
@@ -181,6 +183,7 @@ ROLE_VARIABLES = (
     "gunicorn_pip_extra_args",
     "gunicorn_wheelhouse",
     "gunicorn_wheelhouse_remote_src",
+    "gunicorn_arbiter_wheel",
     "gunicorn_arbiter_src",
     "gunicorn_bind",
     "gunicorn_workers",
@@ -1061,9 +1064,28 @@ def instance_problems(values, scope="role"):
             problem = path_problem(wheelhouse)
         if problem:
             problems.add("gunicorn_wheelhouse", "(%s) %s" % (show(wheelhouse), problem), "give the directory of wheels")
-    arbiter_src = read_str(problems, "gunicorn_arbiter_src", get("gunicorn_arbiter_src"))
-    if arbiter_src and CONTROL_RE.search(arbiter_src):
-        problems.add("gunicorn_arbiter_src", "contains a control character", "give the collection's arbiter/ directory")
+    arbiter_wheel = read_str(problems, "gunicorn_arbiter_wheel", get("gunicorn_arbiter_wheel"))
+    if arbiter_wheel:
+        if CONTROL_RE.search(arbiter_wheel):
+            problem = "contains a control character"
+        elif not ARBITER_WHEEL_RE.fullmatch(arbiter_wheel.rsplit("/", 1)[-1]):
+            problem = "(%s) is not a wheel of the arbiter (graceful_gunicorn_arbiter-VERSION-py3-none-any.whl)" % show(
+                arbiter_wheel
+            )
+        else:
+            problem = ""
+        if problem:
+            problems.add(
+                "gunicorn_arbiter_wheel",
+                problem,
+                "leave it unset for the wheel the collection ships, or give one built by make arbiter-wheel",
+            )
+    if get("gunicorn_arbiter_src") is not None:
+        problems.add(
+            "gunicorn_arbiter_src",
+            "is no longer read: the role installs the arbiter from a wheel",
+            "remove it, or set gunicorn_arbiter_wheel to a wheel built from arbiter/ (make arbiter-wheel)",
+        )
 
     binds = check_bind(problems, get("gunicorn_bind", "127.0.0.1:8000"), runtime_dir, rw_paths)
     check_bind_clashes(problems, binds)

@@ -23,6 +23,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+import build_arbiter_wheel  # noqa: E402
+
 APPS = {"asgi": REPO / "examples/apps/asgi", "wsgi": REPO / "examples/apps/wsgi"}
 RELEASES = {
     "1.0.0": "ok",
@@ -81,7 +84,7 @@ def main() -> int:
         pip("download", *target, "--no-deps", requirement)
     for old in out.glob("graceful_gunicorn_arbiter-*.whl"):
         old.unlink()  # always rebuilt: it changes with the collection
-    pip("wheel", "--no-deps", "-w", str(out), str(REPO / "arbiter"))
+    build_arbiter_wheel.build(out)
     for kind in APPS:
         # Releases are rebuilt when the example app's source changed since they were built.
         stamp = out / f".graceful_demo_{kind}.source"

@@ -46,7 +46,7 @@ def test_stale_lists_the_host_files_the_tree_no_longer_has():
 
 
 def test_roots_and_paths_are_compared_normalised():
-    # find reports paths the way the role gave them: gunicorn_arbiter_src is "<role>/../../arbiter"
+    # find reports paths the way the role gave them, e.g. a wheelhouse given as "<role>/../../arbiter"
     local = [{"path": "/col/roles/server/../../arbiter/src/a.py", "checksum": "1"}]
     host = [{"path": "/h/arbiter/src/a.py", "checksum": "0"}]
     sent = files_to_send(local, host, src_root="/col/roles/server/../../arbiter/", dest_root="/h/arbiter/")

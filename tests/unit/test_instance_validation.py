@@ -27,6 +27,8 @@ BASE = {
 }
 
 GOOD = [
+    ("gunicorn_arbiter_wheel", "/c/roles/server/files/graceful_gunicorn_arbiter-0.1.0-py3-none-any.whl"),
+    ("gunicorn_arbiter_wheel", "/c/graceful_gunicorn_arbiter-0.2.0.dev1+local-py3-none-any.whl"),
     ("gunicorn_app", "myapi"),
     ("gunicorn_app", "my_api.sub.main:application"),
     ("gunicorn_app", "myapi:create_app()"),
@@ -179,6 +181,15 @@ BAD = [
     ("gunicorn_state", "gone", "gunicorn_state", "present or absent"),
     ("gunicorn_preload_app", "maybe", "gunicorn_preload_app", "true or false"),
     ("gunicorn_wheelhouse", "/srv/wheels\n", "gunicorn_wheelhouse", "control character"),
+    ("gunicorn_arbiter_wheel", "/c/arbiter", "gunicorn_arbiter_wheel", "not a wheel of the arbiter"),
+    ("gunicorn_arbiter_wheel", "/c/other-1.0-py3-none-any.whl", "gunicorn_arbiter_wheel", "not a wheel of the arbiter"),
+    (
+        "gunicorn_arbiter_wheel",
+        "/c/graceful_gunicorn_arbiter-0.1.0-py3-none-any.whl\n",
+        "gunicorn_arbiter_wheel",
+        "control character",
+    ),
+    ("gunicorn_arbiter_src", "/c/arbiter", "gunicorn_arbiter_src", "no longer read"),
 ]
 
 

@@ -102,7 +102,11 @@ def wheelhouse(tmp: Path) -> Path:
     for wheel in WHEELHOUSE.glob("*.whl"):
         if not wheel.name.startswith("graceful_gunicorn_arbiter"):
             shutil.copy(wheel, out)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, ROOT / "arbiter"], check=True)
+    # flit_core, the arbiter's build backend, is in the controller venv (tests/requirements-controller.txt)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", out, ROOT / "arbiter"],
+        check=True,
+    )
     return out
 
 
