@@ -183,6 +183,7 @@ ROLE_VARIABLES = (
     "gunicorn_pip_extra_args",
     "gunicorn_wheelhouse",
     "gunicorn_wheelhouse_remote_src",
+    "gunicorn_artifact_cache_dir",
     "gunicorn_arbiter_wheel",
     "gunicorn_arbiter_src",
     "gunicorn_bind",
@@ -1064,6 +1065,14 @@ def instance_problems(values, scope="role"):
             problem = path_problem(wheelhouse)
         if problem:
             problems.add("gunicorn_wheelhouse", "(%s) %s" % (show(wheelhouse), problem), "give the directory of wheels")
+    cache_dir = get("gunicorn_artifact_cache_dir")
+    cache_dir = None if cache_dir is None else read_str(problems, "gunicorn_artifact_cache_dir", cache_dir)
+    if cache_dir is not None and (not cache_dir.strip() or CONTROL_RE.search(cache_dir)):
+        problems.add(
+            "gunicorn_artifact_cache_dir",
+            "(%s) is empty or contains a control character" % show(cache_dir),
+            "give a directory on the controller, or leave it unset for ~/.cache/graceful-gunicorn/artifacts",
+        )
     arbiter_wheel = read_str(problems, "gunicorn_arbiter_wheel", get("gunicorn_arbiter_wheel"))
     if arbiter_wheel:
         if CONTROL_RE.search(arbiter_wheel):

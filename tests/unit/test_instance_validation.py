@@ -27,6 +27,8 @@ BASE = {
 }
 
 GOOD = [
+    ("gunicorn_artifact_cache_dir", "~/.cache/graceful-gunicorn/artifacts"),
+    ("gunicorn_artifact_cache_dir", "/var/cache/deploy artifacts"),
     ("gunicorn_arbiter_wheel", "/c/roles/server/files/graceful_gunicorn_arbiter-0.1.0-py3-none-any.whl"),
     ("gunicorn_arbiter_wheel", "/c/graceful_gunicorn_arbiter-0.2.0.dev1+local-py3-none-any.whl"),
     ("gunicorn_app", "myapi"),
@@ -190,6 +192,9 @@ BAD = [
         "control character",
     ),
     ("gunicorn_arbiter_src", "/c/arbiter", "gunicorn_arbiter_src", "no longer read"),
+    ("gunicorn_artifact_cache_dir", "", "gunicorn_artifact_cache_dir", "empty"),
+    ("gunicorn_artifact_cache_dir", "/var/cache/a\n", "gunicorn_artifact_cache_dir", "control character"),
+    ("gunicorn_artifact_cache_dir", ["/a"], "gunicorn_artifact_cache_dir", "must be a string"),
 ]
 
 
