@@ -114,10 +114,10 @@ awx: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
 	$(AWX_SUITE)
 
-# The molecule scenarios and the AWX jobs boot their own hosts on their own bridges, so they run side by side.
+# Each molecule scenario and the AWX jobs boot their own hosts on their own bridges, so they run side by side.
 hosts: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
-	$(SIDE_BY_SIDE)/hosts -- "$(MOLECULE_SUITES)" "$(AWX_SUITE)"
+	$(SIDE_BY_SIDE)/hosts -- "$(MOLECULE_SUITES) default" "$(MOLECULE_SUITES) rollout" "$(AWX_SUITE)"
 
 test: deps venv lint unit integration hosts
 

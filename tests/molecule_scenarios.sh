@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# The molecule scenarios in turn, with the venv's tools on PATH (as the Makefile sets it). Each scenario
-# tears its hosts down; the lab.py calls after them are the safety net, on failure too.
+# Molecule scenarios, named on the command line (default: all of them in turn), with the venv's tools on PATH
+# as the Makefile sets it. Each scenario tears its hosts down; the lab.py call after it is the safety net, on
+# failure too. Scenarios boot their own labs on their own bridges, so several of these can run side by side.
 set -u
+declare -A lab_of=([default]=mol [rollout]=rollout)
+scenarios=("$@")
+[ "${#scenarios[@]}" -gt 0 ] || scenarios=(default rollout)
 status=0
-molecule test -s default && molecule test -s rollout || status=$?
-python tests/lab/lab.py down --name mol
-python tests/lab/lab.py down --name rollout
+for scenario in "${scenarios[@]}"; do
+  if [ -z "${lab_of[$scenario]:-}" ]; then
+    echo "molecule_scenarios: no scenario named '$scenario' (known: ${!lab_of[*]})" >&2
+    exit 2
+  fi
+  molecule test -s "$scenario" || { status=$?; }
+  python tests/lab/lab.py down --name "${lab_of[$scenario]}"
+  [ "$status" -eq 0 ] || break
+done
 exit "$status"

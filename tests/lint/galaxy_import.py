@@ -45,7 +45,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "galaxy-importer.cfg"
         config.write_text(CONFIG)
-        env = dict(os.environ, GALAXY_IMPORTER_CONFIG=str(config), ANSIBLE_LOCAL_TEMP=tmp)
+        # The importer installs the tarball under ~/.ansible/collections. A copy left there outlives the run and
+        # shadows the checkout for the next ansible-lint, so its home is the temporary directory.
+        env = dict(os.environ, GALAXY_IMPORTER_CONFIG=str(config), ANSIBLE_LOCAL_TEMP=tmp, HOME=tmp)
         # ansible-lint and ansible-doc must be found beside this interpreter.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         result = subprocess.run(
