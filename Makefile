@@ -23,7 +23,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help deps venv collection wheelhouse lint ruff yamllint ansible-lint sanity galaxy-import docs-lint unit \
-        integration molecule awx hosts test demo rollout-proof change-proof lab-down build clean arbiter-wheel
+        integration molecule awx hosts test demo rollout-proof change-proof bench-fleet lab-down build clean arbiter-wheel
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -134,6 +134,12 @@ rollout-proof: deps venv collection wheelhouse
 change-proof: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
 	$(BIN)/python tests/lab/lab.py run --name change --hosts 1 -- $(BIN)/python tests/proof/change_proof.py
+
+# Fleet speed: N hosts upgraded one at a time under full load, without and with staging (bench/fleet.py).
+HOSTS ?= 10
+bench-fleet: deps venv collection wheelhouse
+	$(BIN)/python tests/lab/lab.py rootfs
+	$(BIN)/python tests/lab/lab.py run --name fleet --hosts $(HOSTS) -- $(BIN)/python bench/fleet.py
 
 lab-down:
 	$(BIN)/python tests/lab/lab.py down --name demo

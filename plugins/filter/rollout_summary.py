@@ -19,7 +19,8 @@ description:
     C(unreachable)); C(unreachable) when its turn started, recorded nothing
     and the host has left the play (it stopped answering); C(failed) when its turn started and recorded nothing;
     C(untouched) when its turn never started (the rollout stopped before it), with the release it runs as read by
-    the fact C(__gunicorn_rollout_untouched_info) when that could be read."
+    the fact C(__gunicorn_rollout_untouched_info) when that could be read, and a note when the stage play
+    installed the release there (C(__gunicorn_rollout_stage) is C(staged))."
 options:
   _input:
     description: The hosts' variables, normally C(hostvars).
@@ -120,6 +121,8 @@ def host_entry(host_vars, active):
     info = mapping(host_vars.get("__gunicorn_rollout_untouched_info"))
     release = optional_text(mapping(info.get("master")).get("release"))
     message = "not reached: the rollout stopped before this host"
+    if host_vars.get("__gunicorn_rollout_stage") == "staged":
+        message += " (the release is staged there)"
     if info.get("unreachable"):
         message += " (and it did not answer, so its release is unknown)"
     return {"status": "untouched", "release": release, "previous": release, "failed_phase": None, "message": message}

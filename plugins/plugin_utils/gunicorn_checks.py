@@ -1269,6 +1269,14 @@ def rollout_problems(values, action, hook_dirs_overridden=False):
         )
     if "gunicorn_become" in values:
         read_bool(problems, "gunicorn_become", get("gunicorn_become"))
+    stage = get("gunicorn_stage")
+    auto = is_text(stage) and text(stage).strip().lower() == "auto"
+    if stage is not None and not auto and read_bool(Problems(), "gunicorn_stage", stage) is None:
+        problems.add(
+            "gunicorn_stage",
+            "must be auto, true or false, got %s %s" % (kind(stage), show(stage)),
+            "auto stages when the rollout has more than one batch",
+        )
 
     for name in ("gunicorn_drain_tasks", "gunicorn_undrain_tasks", "gunicorn_summary_file"):
         value = get(name)

@@ -2,9 +2,11 @@
 
     rollout.py demo  --inventory INV   v1 deployed, then upgraded to v2 host by host under load;
                                         prints the load report and the fleet's status, draws the chart
-    rollout.py proof --inventory INV   the same, then a v3 that fails to import on the second host
-                                        only (it rolls back, the rollout stops, the third host stays),
-                                        then a rollback of the fleet to v1; asserts each outcome
+    rollout.py proof --inventory INV   the same, then a v3 that fails to import on the second host only
+                                        (staging stops the rollout before any host switches), then a v3
+                                        that only fails its health check there (that host rolls back by
+                                        itself, the rollout stops, the third host stays), then a rollback
+                                        of the fleet to v1; asserts each outcome
 
 Run inside `tests/lab/lab.py run` (or molecule), which boots the hosts; the load goes only to their
 addresses, after checking each route goes through the lab's bridge (LAB_BRIDGE).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +36,12 @@ class StepFailed(AssertionError):
     pass
 
 
+# The rollout playbooks' progress messages, as the default callback prints them (JSON or YAML results).
+PROGRESS_RE = re.compile(
+    r"""msg['"]?:\s*['"]?(?P<msg>\S+( \S+)?: (staged on \d+ of \d+ hosts|host \d+ of \d+ )[^'"]*)"""
+)
+
+
 def say(text: str) -> None:
     print(f"\n=== {text}", flush=True)
 
@@ -43,6 +52,7 @@ class Fleet:
         self.out = out
         self.wheelhouse = wheelhouse
         self.bridge = bridge
+        self.timeline: list[tuple[float, str]] = []
         listing = json.loads(
             subprocess.run(
                 [BIN / "ansible-inventory", "-i", str(inventory), "--list"], check=True, capture_output=True, text=True
@@ -58,8 +68,25 @@ class Fleet:
         ]  # fmt: skip
         print("$ " + " ".join(cmd), flush=True)
         log = self.out / f"{name}-{int(time.time())}.log"
-        with log.open("w") as handle:
-            result = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False)
+        started = time.monotonic()
+        # (seconds since the start, text) of each play and progress line, for whoever times the phases.
+        self.timeline = []
+        # The log gets everything; the terminal gets the playbook's progress lines as they come (how far staging
+        # got, whose turn it is), with the seconds since the start.
+        with (
+            log.open("w") as handle,
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc,
+        ):
+            for line in proc.stdout:
+                handle.write(line)
+                progress = PROGRESS_RE.search(line)
+                if progress:
+                    print(f"  [{time.monotonic() - started:5.0f} s] {progress.group('msg')}", flush=True)
+                    self.timeline.append((time.monotonic() - started, progress.group("msg")))
+                elif line.startswith("PLAY [") and not line.startswith("PLAY RECAP"):
+                    self.timeline.append((time.monotonic() - started, line.strip(" *\n")))
+        self.timeline.append((time.monotonic() - started, "END"))
+        result = subprocess.CompletedProcess(cmd, proc.returncode)
         tail = log.read_text().splitlines()[-25:]
         if (result.returncode != 0) != expect_failure:
             print("\n".join(tail))
@@ -206,11 +233,12 @@ def demo(fleet: Fleet) -> None:
     del after
 
 
-def break_release_on(fleet: Fleet, host: str, release: str) -> None:
-    """Make `release` fail to import on one host only, through that host's environment (host_vars)."""
+def break_release_on(fleet: Fleet, host: str, release: str, how: str = "DEMO_BROKEN_VERSIONS") -> None:
+    """Make `release` fail on one host only, through that host's environment (host_vars): to import with
+    DEMO_BROKEN_VERSIONS, or only its health check with DEMO_UNHEALTHY_VERSIONS."""
     host_vars = fleet.inventory.parent / "host_vars"
     host_vars.mkdir(exist_ok=True)
-    (host_vars / f"{host}.yml").write_text(f"gunicorn_environment:\n  DEMO_BROKEN_VERSIONS: '{release}'\n")
+    (host_vars / f"{host}.yml").write_text(f"gunicorn_environment:\n  {how}: '{release}'\n")
 
 
 def proof(fleet: Fleet) -> None:
@@ -226,9 +254,22 @@ def proof(fleet: Fleet) -> None:
     check_units(after)
     check(summary["ok"] and {h["status"] for h in summary["hosts"].values()} == {"upgraded"}, "summary: all upgraded")
 
-    say("upgrade to 3.0.0, which fails to import on the second host only: it rolls back and the rollout stops")
-    before, after, report, summary = upgrade(fleet, "3.0.0", "upgrade-3.0.0", expect_failure=True)
+    say("upgrade to 3.0.0, which fails to import on the second host only: staging stops it before any switch")
+    before, after, report, summary = upgrade(fleet, "3.0.0", "stage-3.0.0", expect_failure=True)
     first, second, third = names[:3]
+    check(report["failed"] == 0, f"0 of {report['sent']} requests failed")
+    check(set(fleet.served().values()) == {"2.0.0"}, "every host still serves 2.0.0")
+    check(masters(before) == masters(after), "no master changed")
+    hosts = summary["hosts"]
+    check(hosts[second]["status"] == "failed" and hosts[second]["failed_phase"] == "stage", f"summary: {hosts[second]}")
+    check(
+        all(hosts[h]["status"] == "untouched" and "staged there" in hosts[h]["message"] for h in (first, third)),
+        f"summary: {first} and {third} untouched, the release staged there",
+    )
+
+    say("upgrade to 3.0.0, which imports but fails its health check on the second host only: it rolls back by itself")
+    break_release_on(fleet, second, "3.0.0", how="DEMO_UNHEALTHY_VERSIONS")
+    before, after, report, summary = upgrade(fleet, "3.0.0", "upgrade-3.0.0", expect_failure=True)
     check(report["failed"] == 0, f"0 of {report['sent']} requests failed")
     served = fleet.served()
     check(served == {first: "3.0.0", second: "2.0.0", third: "2.0.0"}, f"served releases {served}")

@@ -263,7 +263,16 @@ class FullLoad:
     With stop_on_close, each connection ends once the server answers it with `Connection: close`.
     """
 
-    def __init__(self, out: Path, label: str, urls: list[str], bridge: str | None, stop_on_close: bool = False):
+    def __init__(
+        self,
+        out: Path,
+        label: str,
+        urls: list[str],
+        bridge: str | None,
+        stop_on_close: bool = False,
+        connections: int = CONNECTIONS,
+    ):
+        self.connections = connections
         self.records = out / f"load-{label}.jsonl"
         self.marks = out / f"marks-{label}.json"
         self.summary_file = out / f"load-{label}-summary.json"
@@ -276,7 +285,7 @@ class FullLoad:
 
     def __enter__(self) -> FullLoad:
         self.stop_file.unlink(missing_ok=True)
-        cmd = [sys.executable, str(LOADGEN), "run", "--out", str(self.records), "--connections", str(CONNECTIONS),
+        cmd = [sys.executable, str(LOADGEN), "run", "--out", str(self.records), "--connections", str(self.connections),
                "--seconds", str(LOAD_SECONDS), "--max-requests", str(LOAD_MAX_REQUESTS),
                "--stop-file", str(self.stop_file)]  # fmt: skip
         for url in self.urls:

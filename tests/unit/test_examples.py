@@ -345,3 +345,25 @@ def test_survey_limits_agree_with_the_playbook_checks():
     # Batch sizes offered are batch sizes the checks accept.
     for choice in questions["gunicorn_serial"]["choices"].split("\n"):
         assert problems("gunicorn_serial", choice) == [], choice
+
+
+def test_example_ansible_cfg_pipelines_and_keeps_connections(tmp_path):
+    """ansible-config reads the example as Ansible would: pipelining on, connections kept, forks for staging."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "examples" / "ansible.cfg"), ANSIBLE_LOCAL_TEMP=str(tmp_path))
+    ansible_config = Path(sys.executable).parent / "ansible-config"
+    dumped = {}
+    for extra in ([], ["-t", "connection"]):
+        out = subprocess.run(
+            [str(ansible_config), "dump", "--only-changed", "--format", "json", *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        dumped[tuple(extra)] = json.loads(out)
+    base = {item["name"]: item["value"] for item in dumped[()] if isinstance(item, dict) and "name" in item}
+    assert base["DEFAULT_FORKS"] >= 20
+    plugins = {name: items for entry in dumped[("-t", "connection")] for name, items in entry.items()}
+    ssh = {item["name"]: item["value"] for item in plugins["ssh"]}
+    assert ssh["pipelining"] is True
+    assert "ControlPersist=" in ssh["ssh_args"] and "ControlMaster=auto" in ssh["ssh_args"]

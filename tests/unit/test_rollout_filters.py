@@ -13,10 +13,20 @@ from ansible_collections.graceful.gunicorn.plugins.filter.release_keep_list impo
 from ansible_collections.graceful.gunicorn.plugins.filter.release_name import FilterModule as ReleaseNameFilters
 from ansible_collections.graceful.gunicorn.plugins.filter.rollout_budget import rollout_budget
 from ansible_collections.graceful.gunicorn.plugins.filter.rollout_failure import rollout_failure
+from ansible_collections.graceful.gunicorn.plugins.filter.rollout_stage import rollout_stage
+from ansible_collections.graceful.gunicorn.plugins.filter.rollout_stage_report import rollout_stage_report
 from ansible_collections.graceful.gunicorn.plugins.filter.rollout_summary import rollout_summary
 
 REPO = Path(__file__).resolve().parents[2]
-FILTERS = ["pip_pin", "release_keep_list", "rollout_budget", "rollout_failure", "rollout_summary"]
+FILTERS = [
+    "pip_pin",
+    "release_keep_list",
+    "rollout_budget",
+    "rollout_failure",
+    "rollout_stage",
+    "rollout_stage_report",
+    "rollout_summary",
+]
 
 
 def turn(status=None, started=True, **result):
@@ -276,3 +286,71 @@ def test_ansible_doc_renders_the_filter(name):
     assert doc["examples"].strip()
     assert doc["return"]["_value"]["description"]
     assert "WARNING" not in result.stderr.upper(), result.stderr
+
+
+# --- staging ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "setting, action, serial, hosts, stages",
+    [
+        ("auto", "upgrade", 1, 3, True),
+        ("auto", "upgrade", 1, 1, False),
+        ("auto", "upgrade", "3", 3, False),
+        ("auto", "upgrade", 0, 3, False),
+        ("auto", "deploy", "100%", 10, False),
+        ("auto", "deploy", "30%", 10, True),
+        ("auto", "deploy", "10%", 5, True),
+        ("auto", "upgrade", [1, "50%"], 4, True),
+        ("auto", "upgrade", ["100%"], 4, False),
+        (True, "upgrade", "100%", 4, True),
+        ("yes", "deploy", "100%", 4, True),
+        (False, "upgrade", 1, 4, False),
+        ("false", "upgrade", 1, 4, False),
+        ("auto", "reload", 1, 4, False),
+        (True, "rollback", 1, 4, False),
+        (True, "refresh", 1, 4, False),
+    ],
+)
+def test_stage_when_the_rollout_has_more_than_one_batch(setting, action, serial, hosts, stages):
+    assert rollout_stage(setting, action, serial, hosts) is stages
+
+
+@pytest.mark.parametrize("setting, serial", [("sometimes", 1), ("auto", "fast"), ("auto", "x%")])
+def test_stage_refuses_what_it_cannot_read(setting, serial):
+    with pytest.raises(AnsibleFilterError, match="rollout_stage"):
+        rollout_stage(setting, "upgrade", serial, 3)
+
+
+def test_stage_report_counts_each_outcome_and_names_the_hosts_not_staged():
+    hostvars = {
+        "a": {"__gunicorn_rollout_stage": "staged"},
+        "b": {"__gunicorn_rollout_stage": "live"},
+        "c": {"__gunicorn_rollout_stage": "failed"},
+        "d": {"__gunicorn_rollout_stage": "unreachable"},
+        "e": {},
+    }
+    report = rollout_stage_report(hostvars, ["a", "b", "c", "d", "e", "f"])
+    assert (report["staged"], report["live"], report["failed"], report["unreachable"]) == (["a"], ["b"], ["c"], ["d"])
+    assert report["missing"] == ["e", "f"]
+    assert (report["count"], report["ready"]) == (6, 2)
+    assert report["line"] == "staged on 2 of 6 hosts (1 already serve it); not staged: c, d, e, f"
+    assert (
+        rollout_stage_report({"a": {"__gunicorn_rollout_stage": "staged"}}, ["a"])["line"] == "staged on 1 of 1 hosts"
+    )
+    with pytest.raises(AnsibleFilterError):
+        rollout_stage_report(hostvars, "a")
+
+
+def test_summary_notes_a_release_staged_on_a_host_the_rollout_stopped_before():
+    hostvars = {
+        "a": turn("failed", release="1.0.0", previous="1.0.0", failed_phase="stage", message="pip failed"),
+        "b": {
+            "__gunicorn_rollout_stage": "staged",
+            "__gunicorn_rollout_untouched_info": {"master": {"release": "1.0.0"}},
+        },
+    }
+    summary = rollout_summary(hostvars, ["a", "b"], ["a", "b"], {"action": "upgrade"})
+    assert summary["hosts"]["a"]["failed_phase"] == "stage"
+    assert summary["hosts"]["b"]["status"] == "untouched" and summary["hosts"]["b"]["release"] == "1.0.0"
+    assert "the release is staged there" in summary["hosts"]["b"]["message"]
+    assert summary["stopped"] and not summary["ok"]
+    assert rollout_budget(hostvars, ["a", "b"], 0)["exceeded"]

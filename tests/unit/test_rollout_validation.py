@@ -79,6 +79,7 @@ ROLLOUT_CASES = [
     ("gunicorn_keep_releases", "9" * 30, "gunicorn_keep_releases"),
     ("gunicorn_drain_tasks", "/etc/passwd", "gunicorn_drain_tasks"),
     ("gunicorn_undrain_tasks", str(REPO / "playbooks" / "rollout" / "host.yml"), "gunicorn_undrain_tasks"),
+    ("gunicorn_stage", "sometimes", "gunicorn_stage must be auto, true or false"),
 ]
 # Refused on its own: an extra gunicorn_hook_dirs turns the hook file checks off, so it gets a run of its own.
 HOOK_DIRS_CASE = ("gunicorn_hook_dirs", ["/"], "gunicorn_hook_dirs is given as an extra variable")

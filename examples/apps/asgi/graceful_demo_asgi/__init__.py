@@ -16,6 +16,8 @@ __version__ = "1.0.0"
 BEHAVIOUR = os.environ.get("DEMO_BEHAVIOUR", "ok")
 
 URL_PREFIX = os.environ.get("DEMO_URL_PREFIX", "").rstrip("/")
+# Releases that import but answer /health with 500 on this host only: a release only its health gate can catch.
+UNHEALTHY_HERE = __version__ in os.environ.get("DEMO_UNHEALTHY_VERSIONS", "").split(",")
 # Releases that fail to import on this host only (a comma-separated list), for drills on one host of a fleet.
 if __version__ in os.environ.get("DEMO_BROKEN_VERSIONS", "").split(","):
     raise RuntimeError(f"graceful-demo-asgi {__version__}: import fails on this host (DEMO_BROKEN_VERSIONS)")
@@ -69,7 +71,7 @@ async def app(scope, receive, send):
             return
         path = path[len(URL_PREFIX) :]
     if path == "/health":
-        if BEHAVIOUR == "health-error":
+        if BEHAVIOUR == "health-error" or UNHEALTHY_HERE:
             await _send_json(send, 500, {"status": "unhealthy", "version": __version__})
         else:
             await _send_json(send, 200, {"status": "ok", "version": __version__})

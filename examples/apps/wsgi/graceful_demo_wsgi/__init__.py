@@ -18,6 +18,8 @@ __version__ = "1.0.0"
 BEHAVIOUR = os.environ.get("DEMO_BEHAVIOUR", "ok")
 
 URL_PREFIX = os.environ.get("DEMO_URL_PREFIX", "").rstrip("/")
+# Releases that import but answer /health with 500 on this host only: a release only its health gate can catch.
+UNHEALTHY_HERE = __version__ in os.environ.get("DEMO_UNHEALTHY_VERSIONS", "").split(",")
 # Releases that fail to import on this host only (a comma-separated list), for drills on one host of a fleet.
 if __version__ in os.environ.get("DEMO_BROKEN_VERSIONS", "").split(","):
     raise RuntimeError(f"graceful-demo-wsgi {__version__}: import fails on this host (DEMO_BROKEN_VERSIONS)")
@@ -53,7 +55,7 @@ def app(environ, start_response):
             return _json(start_response, "404 Not Found", {"error": "outside the URL prefix", "prefix": URL_PREFIX})
         path = path[len(URL_PREFIX) :]
     if path == "/health":
-        if BEHAVIOUR == "health-error" or (BEHAVIOUR == "hostile" and hostile.health_fails()):
+        if BEHAVIOUR == "health-error" or UNHEALTHY_HERE or (BEHAVIOUR == "hostile" and hostile.health_fails()):
             return _json(start_response, "500 Internal Server Error", {"status": "unhealthy", "version": __version__})
         return _json(start_response, "200 OK", {"status": "ok", "version": __version__})
     if path == "/version":
