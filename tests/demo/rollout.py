@@ -2,11 +2,12 @@
 
     rollout.py demo  --inventory INV   v1 deployed, then upgraded to v2 host by host under load;
                                         prints the load report and the fleet's status, draws the chart
-    rollout.py proof --inventory INV   the same, then a v3 that fails to import on the second host only
-                                        (staging stops the rollout before any host switches), then a v3
-                                        that only fails its health check there (that host rolls back by
-                                        itself, the rollout stops, the third host stays), then a rollback
-                                        of the fleet to v1; asserts each outcome
+    rollout.py quick --inventory INV   the same, then a v3 that fails to import on the second host only
+                                        (staging stops the rollout before any host switches); asserts each
+                                        outcome (the molecule `rollout` scenario, in make test)
+    rollout.py proof --inventory INV   quick, then a v3 that only fails its health check on the second
+                                        host (that host rolls back by itself, the rollout stops, the third
+                                        host stays), then a rollback of the fleet to v1 (make rollout-proof)
 
 Run inside `tests/lab/lab.py run` (or molecule), which boots the hosts; the load goes only to their
 addresses, after checking each route goes through the lab's bridge (LAB_BRIDGE).
@@ -241,11 +242,7 @@ def break_release_on(fleet: Fleet, host: str, release: str, how: str = "DEMO_BRO
     (host_vars / f"{host}.yml").write_text(f"gunicorn_environment:\n  {how}: '{release}'\n")
 
 
-def proof(fleet: Fleet) -> None:
-    names = list(fleet.hosts)
-    break_release_on(fleet, names[1], "3.0.0")
-    deploy_v1(fleet)
-
+def upgrade_to_v2(fleet: Fleet, names: list[str]) -> None:
     say("upgrade to 2.0.0 one host per batch under load: no request fails")
     before, after, report, summary = upgrade(fleet, "2.0.0", "upgrade-2.0.0", chart=fleet.out / "latency-2.0.0.png")
     check(report["failed"] == 0, f"0 of {report['sent']} requests failed")
@@ -254,6 +251,8 @@ def proof(fleet: Fleet) -> None:
     check_units(after)
     check(summary["ok"] and {h["status"] for h in summary["hosts"].values()} == {"upgraded"}, "summary: all upgraded")
 
+
+def stage_stops_v3(fleet: Fleet, names: list[str]) -> None:
     say("upgrade to 3.0.0, which fails to import on the second host only: staging stops it before any switch")
     before, after, report, summary = upgrade(fleet, "3.0.0", "stage-3.0.0", expect_failure=True)
     first, second, third = names[:3]
@@ -267,6 +266,21 @@ def proof(fleet: Fleet) -> None:
         f"summary: {first} and {third} untouched, the release staged there",
     )
 
+
+def quick(fleet: Fleet) -> None:
+    """v1, v2 under load, and a v3 that staging stops before any host switches: the molecule `rollout` scenario."""
+    names = list(fleet.hosts)
+    break_release_on(fleet, names[1], "3.0.0")
+    deploy_v1(fleet)
+    upgrade_to_v2(fleet, names)
+    stage_stops_v3(fleet, names)
+
+
+def proof(fleet: Fleet) -> None:
+    """quick, then a v3 that only its health check catches, on one host, and a rollback of the fleet."""
+    quick(fleet)
+    names = list(fleet.hosts)
+    first, second, third = names[:3]
     say("upgrade to 3.0.0, which imports but fails its health check on the second host only: it rolls back by itself")
     break_release_on(fleet, second, "3.0.0", how="DEMO_UNHEALTHY_VERSIONS")
     before, after, report, summary = upgrade(fleet, "3.0.0", "upgrade-3.0.0", expect_failure=True)
@@ -290,7 +304,7 @@ def proof(fleet: Fleet) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=["demo", "proof"])
+    parser.add_argument("scenario", choices=["demo", "quick", "proof"])
     parser.add_argument("--inventory", type=Path, default=os.environ.get("LAB_INVENTORY"))
     parser.add_argument("--out", type=Path, default=REPO / "build" / "demo")
     parser.add_argument("--wheelhouse", type=Path, default=REPO / "build" / "wheelhouse")
@@ -302,7 +316,7 @@ def main() -> int:
     fleet = Fleet(args.inventory, args.out, args.wheelhouse, args.bridge)
     subprocess.run([sys.executable, str(REPO / "tests/lab/lab.py"), "check-route", *fleet.hosts.values()], check=True)
     try:
-        (demo if args.scenario == "demo" else proof)(fleet)
+        {"demo": demo, "quick": quick, "proof": proof}[args.scenario](fleet)
     except StepFailed as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         return 1
