@@ -14,7 +14,8 @@ short_description: What the stage play of a rollout did on each host, and the li
 description:
   - Used by the stage play of the collection's deploy and upgrade playbooks once every host has staged.
   - Each host notes its outcome in the fact C(__gunicorn_rollout_stage), V(staged) (the release is installed and
-    checked beside the one serving), V(live) (the release is the one serving), V(failed) or V(unreachable).
+    checked beside the one serving), V(live) (the release is the one serving), V(absent) (the instance is to be
+    removed, nothing to stage), V(failed) or V(unreachable).
     A host without an outcome is listed under C(missing).
 options:
   _input:
@@ -48,6 +49,10 @@ _value:
       description: Hosts that already serve the release.
       type: list
       elements: str
+    absent:
+      description: Hosts whose instance is to be removed.
+      type: list
+      elements: str
     failed:
       description: Hosts where staging failed.
       type: list
@@ -64,7 +69,7 @@ _value:
       description: The number of hosts.
       type: int
     ready:
-      description: The number of hosts staged or live.
+      description: The number of hosts staged, live or to be removed.
       type: int
     line:
       description: "For example C(staged on 9 of 10 hosts; not staged: web3)."
@@ -76,7 +81,7 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
 
-STAGE_OUTCOMES = ("staged", "live", "failed", "unreachable")
+STAGE_OUTCOMES = ("staged", "live", "absent", "failed", "unreachable")
 
 
 def rollout_stage_report(hostvars, hosts):
@@ -93,10 +98,15 @@ def rollout_stage_report(hostvars, hosts):
     for host in hosts:
         outcome = to_text(hostvars.get(host, {}).get("__gunicorn_rollout_stage") or "")
         report[outcome if outcome in STAGE_OUTCOMES else "missing"].append(to_text(host))
-    ready = len(report["staged"]) + len(report["live"])
+    ready = len(report["staged"]) + len(report["live"]) + len(report["absent"])
     line = "staged on %d of %d hosts" % (ready, len(hosts))
+    notes = []
     if report["live"]:
-        line += " (%d already serve it)" % len(report["live"])
+        notes.append("%d already serve it" % len(report["live"]))
+    if report["absent"]:
+        notes.append("%d to be removed" % len(report["absent"]))
+    if notes:
+        line += " (%s)" % ", ".join(notes)
     not_ready = report["failed"] + report["unreachable"] + report["missing"]
     if not_ready:
         line += "; not staged: %s" % ", ".join(sorted(not_ready))

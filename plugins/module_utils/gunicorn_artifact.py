@@ -235,44 +235,47 @@ def describe_host(host):
     return "%s %d.%d on %s, %s" % (host["implementation"], host["major"], host["minor"], host["machine"], libc)
 
 
-# Reading an artifact on a host.
-def read_artifact(path, expected_sha256):
-    """{name: bytes} of a verified artifact; raises ArtifactError naming what is wrong."""
+# Reading an artifact on a host. Members are streamed, never held in memory: a wheelhouse can be large.
+def inspect_artifact(path, expected_sha256):
+    """(manifest text, {name: digest}) of an artifact whose sha256 is the expected one and whose members are
+    exactly its manifest's distribution files, as regular files; raises ArtifactError naming what is wrong.
+    The members' contents are checked as they are unpacked (replace_directory)."""
     actual = sha256_file(path)
     if actual != expected_sha256:
         raise ArtifactError(
             "the artifact %s has sha256 %s, not the %s the controller packed: the copy is damaged or was replaced"
             % (path, actual, expected_sha256)
         )
-    contents = {}
+    names = []
+    manifest = None
     with tarfile.open(path, mode="r:") as tar:
         for member in tar:
             if not member.isfile():
                 raise ArtifactError("the artifact %s holds %s, which is not a regular file" % (path, member.name))
             if member.name != MANIFEST and not DISTRIBUTION_RE.match(member.name):
                 raise ArtifactError("the artifact %s holds %r, which is not a distribution file" % (path, member.name))
-            if member.name in contents:
+            if member.name in names:
                 raise ArtifactError("the artifact %s holds %s twice" % (path, member.name))
-            contents[member.name] = tar.extractfile(member).read()
-    if MANIFEST not in contents:
+            names.append(member.name)
+            if member.name == MANIFEST:
+                manifest = tar.extractfile(member).read(CHUNK).decode("utf-8")
+    if manifest is None:
         raise ArtifactError("the artifact %s has no %s" % (path, MANIFEST))
-    digests = parse_manifest(contents[MANIFEST].decode("utf-8"))
-    problems = check_contents(digests, contents)
+    digests = parse_manifest(manifest)
+    problems = check_names(digests, set(names) - {MANIFEST})
     if problems:
         raise ArtifactError("the artifact %s does not match its %s: %s" % (path, MANIFEST, "; ".join(problems)))
-    return contents
+    return manifest, digests
 
 
-def check_contents(digests, contents):
-    """What differs between a manifest and the files beside it ({name: bytes}), as sentences; [] when nothing."""
+def check_names(digests, names):
+    """What differs between a manifest's names and the files beside it, as sentences; [] when nothing."""
     problems = []
-    for name in sorted(set(digests) | (set(contents) - {MANIFEST})):
-        if name not in contents:
+    for name in sorted(set(digests) | set(names)):
+        if name not in names:
             problems.append("%s is missing" % name)
         elif name not in digests:
             problems.append("%s is not in the manifest" % name)
-        elif hashlib.sha256(contents[name]).hexdigest() != digests[name]:
-            problems.append("%s has another sha256" % name)
     return problems
 
 
@@ -280,9 +283,8 @@ def unpacked_matches(dest, manifest):
     """Whether ``dest`` already holds exactly this manifest and its files, with their digests."""
     if os.path.islink(dest) or not os.path.isdir(dest):
         return False
-    names = set(os.listdir(dest))
     digests = parse_manifest(manifest)
-    if names != set(digests) | {MANIFEST}:
+    if set(os.listdir(dest)) != set(digests) | {MANIFEST}:
         return False
     try:
         with open(os.path.join(dest, MANIFEST), "rb") as handle:
@@ -297,26 +299,52 @@ def unpacked_matches(dest, manifest):
     return True
 
 
-def replace_directory(dest, contents, mode=0o755):
-    """Write ``contents`` into a new directory beside ``dest`` and rename it into place.
+def _write_member(tar, member, target):
+    """Stream one member into a new file; its sha256."""
+    digest = hashlib.sha256()
+    source = tar.extractfile(member)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        for block in iter(lambda: source.read(CHUNK), b""):
+            digest.update(block)
+            handle.write(block)
+    return digest.hexdigest()
 
-    A link at ``dest`` is refused rather than followed; the old directory is removed after the swap.
+
+def replace_directory(dest, path, digests, mode=0o755):
+    """Unpack the artifact at ``path`` into a new directory beside ``dest`` and rename it into place.
+
+    Each member is checked against ``digests`` as it is written; on any difference the new directory is removed
+    and ``dest`` is left as it was. A link at ``dest`` is refused rather than followed; the old directory is
+    removed after the swap.
     """
     parent = os.path.dirname(dest.rstrip("/")) or "/"
     if os.path.islink(dest):
         raise ArtifactError("%s is a symbolic link: remove it, the wheelhouse is a directory the role owns" % dest)
     staging = tempfile.mkdtemp(prefix=".wheelhouse.", dir=parent)
     try:
-        for name, data in contents.items():
-            fd = os.open(os.path.join(staging, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                # inspect_artifact vetted them; checked again, since a name here becomes a path
+                if not member.isfile() or not (member.name == MANIFEST or DISTRIBUTION_RE.match(member.name)):
+                    raise ArtifactError(
+                        "the artifact %s holds %r, which is not a distribution file" % (path, member.name)
+                    )
+                written = _write_member(tar, member, os.path.join(staging, member.name))
+                if member.name != MANIFEST and written != digests.get(member.name):
+                    raise ArtifactError("%s in the artifact has another sha256 than its manifest says" % member.name)
         os.chmod(staging, mode)
         retired = None
         if os.path.lexists(dest):
             retired = tempfile.mkdtemp(prefix=".wheelhouse-old.", dir=parent)
             os.rename(dest, os.path.join(retired, "wheelhouse"))
-        os.rename(staging, dest)
+        try:
+            os.rename(staging, dest)
+        except OSError:
+            if retired:
+                os.rename(os.path.join(retired, "wheelhouse"), dest)
+                shutil.rmtree(retired, ignore_errors=True)
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -19,8 +19,9 @@ description:
   - With O(state=built), run on the controller (C(delegate_to=localhost)), it writes the artifact into
     O(cache_dir) unless it is there already.
   - With O(state=unpacked), run on a host, it checks the artifact's sha256 against the one the controller
-    packed, checks every file against the manifest, refuses a wheelhouse that has no file fitting the host's
-    interpreter for some project, and replaces O(dest) with the verified files by a rename.
+    packed, unpacks it beside O(dest) checking every file against the manifest as it is written (the files are
+    streamed, never held in memory), and replaces O(dest) with them by a rename. Projects of which no file fits
+    the host's interpreter are listed in RV(unfit), for the message when pip then finds nothing to install.
   - The P(graceful.gunicorn.server#role) role sends a controller wheelhouse (C(gunicorn_wheelhouse)) this way.
     Members that are not plain distribution files, links among them, are refused, never followed.
 author:
@@ -61,8 +62,9 @@ options:
     type: path
   python:
     description:
-      - The interpreter the wheels are for. When given, a project of which no file fits its tags
-        (implementation, version, ABI, architecture, glibc) fails the task before O(dest) changes.
+      - The interpreter the wheels are for. When given, the projects of which no file fits its tags
+        (implementation, version, ABI, architecture, glibc) are listed in RV(unfit). They are not an error by
+        themselves, since pip may not need them on this host.
     type: path
 attributes:
   check_mode:
@@ -130,6 +132,12 @@ skipped:
   type: list
   elements: str
   sample: [README.txt]
+unfit:
+  description: Projects of the artifact of which no file fits O(python), when given (O(state=unpacked)).
+  returned: always
+  type: list
+  elements: str
+  sample: [numpy]
 host_python:
   description: The interpreter O(python) as the check saw it, or null.
   returned: always
@@ -165,7 +173,7 @@ def build(module):
     except (artifact.ArtifactError, OSError) as exc:
         module.fail_json(msg="state=built: %s" % exc)
     result.pop("manifest")
-    module.exit_json(host_python=None, **result)
+    module.exit_json(host_python=None, unfit=[], **result)
 
 
 def unpack(module):
@@ -179,35 +187,29 @@ def unpack(module):
         module.fail_json(msg="path (%s) is not named wheelhouse-<16 hex>.tar, as state=built names it" % path)
     base = dict(path=path, name=path.rsplit("/", 1)[-1], sha256=params["sha256"], skipped=[], host_python=None)
     try:
-        contents = artifact.read_artifact(path, params["sha256"])
+        manifest, digests = artifact.inspect_artifact(path, params["sha256"])
     except FileNotFoundError:
         if module.check_mode:
-            module.exit_json(changed=True, distributions=[], msg="the artifact is not on the host yet", **base)
+            module.exit_json(
+                changed=True, distributions=[], unfit=[], msg="the artifact is not on the host yet", **base
+            )
         module.fail_json(msg="path (%s) does not exist: copy the artifact first" % path, **base)
-    except (artifact.ArtifactError, OSError) as exc:
+    except (artifact.ArtifactError, OSError, UnicodeDecodeError) as exc:
         module.fail_json(msg=str(exc), **base)
-    names = sorted(name for name in contents if name != artifact.MANIFEST)
+    names = sorted(digests)
+    unfit = []
     if params["python"]:
         facts = host_facts(module, params["python"])
         base["host_python"] = artifact.describe_host(facts)
         unfit = artifact.unfit_projects(names, facts)
-        if unfit:
-            module.fail_json(
-                msg="the wheelhouse has no file of %s that %s (%s) can install: add wheels built for that "
-                "interpreter and platform, or source archives, and pack it again"
-                % (", ".join(unfit), params["python"], base["host_python"]),
-                unfit=unfit,
-                **base,
-            )
-    manifest = contents[artifact.MANIFEST].decode("utf-8")
     if artifact.unpacked_matches(dest, manifest):
-        module.exit_json(changed=False, distributions=names, **base)
+        module.exit_json(changed=False, distributions=names, unfit=unfit, **base)
     if not module.check_mode:
         try:
-            artifact.replace_directory(dest, contents)
+            artifact.replace_directory(dest, path, digests)
         except (artifact.ArtifactError, OSError) as exc:
             module.fail_json(msg="dest (%s): %s" % (dest, exc), **base)
-    module.exit_json(changed=True, distributions=names, **base)
+    module.exit_json(changed=True, distributions=names, unfit=unfit, **base)
 
 
 def main():

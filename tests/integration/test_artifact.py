@@ -60,7 +60,8 @@ def test_unpack_refuses_a_damaged_copy_and_keeps_the_wheelhouse(module, tmp_path
     assert sorted(p.name for p in dest.iterdir()) == sorted(WHEELS)
 
 
-def test_unpack_refuses_wheels_no_file_of_which_fits_the_interpreter(module, tmp_path):
+def test_unpack_lists_the_projects_no_file_of_which_fits_the_interpreter(module, tmp_path):
+    # pip may not need them on this host (a backport for older Pythons): listed for the role's message, no error.
     src = make_wheelhouse(tmp_path / "wheels", extra=["native-1.0-cp27-cp27mu-manylinux1_x86_64.whl"])
     built = module("gunicorn_artifact", dict(state="built", src=str(src), cache_dir=str(tmp_path / "cache")))
     dest = tmp_path / "wheelhouse"
@@ -68,9 +69,8 @@ def test_unpack_refuses_wheels_no_file_of_which_fits_the_interpreter(module, tmp
         "gunicorn_artifact",
         dict(state="unpacked", path=built["path"], sha256=built["sha256"], dest=str(dest), python=sys.executable),
     )
-    assert result["failed"] and result["unfit"] == ["native"], result
-    assert "no file of native" in result["msg"] and sys.executable in result["msg"]
-    assert not dest.exists()
+    assert result["changed"] and not result.get("failed") and result["unfit"] == ["native"], result
+    assert (dest / "native-1.0-cp27-cp27mu-manylinux1_x86_64.whl").exists()
 
 
 def test_bad_options_are_named(module, tmp_path):

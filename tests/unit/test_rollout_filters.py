@@ -327,12 +327,13 @@ def test_stage_report_counts_each_outcome_and_names_the_hosts_not_staged():
         "c": {"__gunicorn_rollout_stage": "failed"},
         "d": {"__gunicorn_rollout_stage": "unreachable"},
         "e": {},
+        "g": {"__gunicorn_rollout_stage": "absent"},
     }
-    report = rollout_stage_report(hostvars, ["a", "b", "c", "d", "e", "f"])
+    report = rollout_stage_report(hostvars, ["a", "b", "c", "d", "e", "f", "g"])
     assert (report["staged"], report["live"], report["failed"], report["unreachable"]) == (["a"], ["b"], ["c"], ["d"])
-    assert report["missing"] == ["e", "f"]
-    assert (report["count"], report["ready"]) == (6, 2)
-    assert report["line"] == "staged on 2 of 6 hosts (1 already serve it); not staged: c, d, e, f"
+    assert (report["absent"], report["missing"]) == (["g"], ["e", "f"])
+    assert (report["count"], report["ready"]) == (7, 3)
+    assert report["line"] == "staged on 3 of 7 hosts (1 already serve it, 1 to be removed); not staged: c, d, e, f"
     assert (
         rollout_stage_report({"a": {"__gunicorn_rollout_stage": "staged"}}, ["a"])["line"] == "staged on 1 of 1 hosts"
     )
