@@ -144,9 +144,12 @@ change-proof: deps venv collection wheelhouse
 
 # Fleet speed: N hosts upgraded one at a time under full load, without and with staging (bench/fleet.py).
 HOSTS ?= 10
+# How many of them also upgrade without staging, for the comparison (0: all).
+UNSTAGED_HOSTS ?= 0
 bench-fleet: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
-	$(BIN)/python tests/lab/lab.py run --name fleet --hosts $(HOSTS) -- $(BIN)/python bench/fleet.py
+	$(BIN)/python tests/lab/lab.py run --name fleet --hosts $(HOSTS) -- \
+		$(BIN)/python bench/fleet.py --unstaged-hosts $(UNSTAGED_HOSTS)
 
 lab-down:
 	$(BIN)/python tests/lab/lab.py down --name demo

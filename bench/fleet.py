@@ -1,7 +1,7 @@
 """Fleet speed: a rolling upgrade of N lab hosts, one a batch, under full keep-alive load, staged and not.
 
-    make bench-fleet HOSTS=10
-    python bench/fleet.py --inventory INV [--bridge BR] [--bake 3]   (inside tests/lab/lab.py run)
+    make bench-fleet HOSTS=10 [UNSTAGED_HOSTS=2]
+    python bench/fleet.py --inventory INV [--bridge BR] [--bake 3] [--unstaged-hosts K]   (inside tests/lab/lab.py run)
 
 Deploys release 1.0.0 of the example ASGI app to every host, times a deploy that changes nothing, then upgrades
 the fleet one host at a time twice while a client sends to every host as fast as it is answered over kept-alive
@@ -57,15 +57,20 @@ def phases(timeline: list[tuple[float, str]]) -> dict:
     }
 
 
-def upgrade_under_load(fleet: rollout.Fleet, release: str, label: str, bake: float, stage: bool) -> tuple[dict, dict]:
+def upgrade_under_load(
+    fleet: rollout.Fleet, release: str, label: str, bake: float, stage: bool, hosts: list[str] | None = None
+) -> tuple[dict, dict]:
+    """Upgrade `hosts` (default: every host) while every host takes the load."""
     urls = [f"http://{address}:{rollout.PORT}/version" for address in fleet.hosts.values()]
     extra = [*rollout.release_vars(release), "-e", f"gunicorn_bake_seconds={bake}", "-e", "gunicorn_serial=1"]
     extra += ["-e", f"gunicorn_stage={'true' if stage else 'false'}"]
+    if hosts is not None:
+        extra += ["--limit", ",".join(hosts)]
     load = change_proof.FullLoad(fleet.out, label, urls, fleet.bridge, connections=CONNECTIONS_PER_HOST)
     with load, load.window():
         fleet.playbook("upgrade", *extra)
     report = load.report()
-    served = set(fleet.served().values())
+    served = {served for host, served in fleet.served().items() if hosts is None or host in hosts}
     if served != {release}:
         raise rollout.StepFailed(f"after the {label}, the fleet serves {sorted(served)}, not {release}")
     return phases(fleet.timeline), report
@@ -82,6 +87,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-fleet")
     parser.add_argument("--wheelhouse", type=Path, default=REPO / "build" / "wheelhouse")
     parser.add_argument("--bake", type=float, default=3.0, help="gunicorn_bake_seconds")
+    parser.add_argument(
+        "--unstaged-hosts",
+        type=int,
+        default=int(os.environ.get("UNSTAGED_HOSTS") or 0),
+        help="upgrade only this many hosts without staging (0: all); a turn that installs takes minutes under load",
+    )
     args = parser.parse_args()
     if not args.inventory:
         parser.error("--inventory (or LAB_INVENTORY) is required")
@@ -97,7 +108,10 @@ def main() -> int:
         noop_s = time.monotonic() - started
 
         rollout.say("upgrade to 2.0.0 without staging, one host at a time, under full load")
-        unstaged, unstaged_load = upgrade_under_load(fleet, "2.0.0", "unstaged-2.0.0", args.bake, stage=False)
+        unstaged_hosts = sorted(fleet.hosts)[: args.unstaged_hosts] if args.unstaged_hosts else None
+        unstaged, unstaged_load = upgrade_under_load(
+            fleet, "2.0.0", "unstaged-2.0.0", args.bake, stage=False, hosts=unstaged_hosts
+        )
         rollout.say("upgrade to 3.0.0 with staging, one host at a time, under full load")
         staged, staged_load = upgrade_under_load(fleet, "3.0.0", "staged-3.0.0", args.bake, stage=True)
     except rollout.StepFailed as exc:
@@ -107,7 +121,8 @@ def main() -> int:
     print()
     print(f"noop_deploy_s={noop_s:.1f}")
     print(
-        f"unstaged: hosts={hosts} serial=1 bake_s={args.bake:g} switch_s_max={fmt(max(unstaged['switch_s']))} "
+        f"unstaged: hosts={len(unstaged['switch_s'])} serial=1 bake_s={args.bake:g} "
+        f"switch_s_max={fmt(max(unstaged['switch_s']))} "
         f"switch_s_median={fmt(statistics.median(unstaged['switch_s']))} total_s={fmt(unstaged['total_s'])} "
         f"requests={unstaged_load['sent']} failed={unstaged_load['failed']}"
     )

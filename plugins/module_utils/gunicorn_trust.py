@@ -85,17 +85,25 @@ def facts(pid):
         exe = None
     if exe and exe.endswith(" (deleted)"):
         exe = exe[: -len(" (deleted)")]
-    return {
+    cgroup_text = proc._read(os.path.join(base, "cgroup"))
+    fact = {
         "pid": int(pid),
         "ppid": info["ppid"],
         "state": info["state"],
         "starttime": info["starttime"],
         "uid": parse_uid(proc._read(os.path.join(base, "status"))),
         "exe": exe,
-        "cgroup": parse_cgroup(proc._read(os.path.join(base, "cgroup"))),
+        "cgroup": parse_cgroup(cgroup_text),
         "argv": proc.cmdline(pid),
         "cwd": proc.cwd(pid),
     }
+    # A process that exited while it was read (a draining worker) leaves some of these unread (root reads any live
+    # process's cgroup file): what was read is no evidence of anything, and must not pass for a live process outside
+    # every cgroup.
+    after = proc.stat(pid)
+    if cgroup_text is None or not after or after["state"] in ("Z", "X", "x") or after["starttime"] != info["starttime"]:
+        return None
+    return fact
 
 
 def same_process(now, then):

@@ -452,3 +452,24 @@ def test_channel_refusal_names_a_running_stranger_and_ignores_the_dead(sleeper):
     assert refusal.startswith(
         f"refused the control socket's report of PID 1 as a worker of master {os.getpid()}: it is not a child"
     )
+
+
+def test_a_process_that_exits_while_it_is_read_is_taken_for_gone(sleeper, monkeypatch):
+    """A draining worker can exit between the reads of /proc/PID/stat and /proc/PID/cgroup: its facts are none,
+    not a live process outside the unit's cgroup, which would refuse the control socket's truthful report."""
+    child = sleeper()
+    assert trust.facts(child.pid)["cgroup"] is not None
+    real_read = trust.proc._read
+
+    def exits_before_its_cgroup_is_read(path, mode="r"):
+        if path.endswith(f"/{child.pid}/cgroup"):
+            child.kill()
+            child.wait()
+            return None
+        return real_read(path, mode)
+
+    monkeypatch.setattr(trust.proc, "_read", exits_before_its_cgroup_is_read)
+    assert trust.facts(child.pid) is None
+    me = trust.facts(os.getpid())
+    identity = SimpleNamespace(master=me, unit={"checked": True, "control_group": me["cgroup"], "name": "x.service"})
+    assert common.channel_refusal({"workers": [{"pid": child.pid}]}, identity) is None
