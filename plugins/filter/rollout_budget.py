@@ -18,16 +18,9 @@ description:
     outcome at all (its turn ended outside the rollout's own handling).
   - The budget is exceeded when the failed hosts are more than O(max_fail_percentage) percent of O(hosts), the hosts
     the rollout targets (all batches).
+extends_documentation_fragment:
+  - graceful.gunicorn.rollout_hosts
 options:
-  _input:
-    description: The hosts' variables, normally C(hostvars).
-    type: dict
-    required: true
-  hosts:
-    description: The hosts the rollout targets, normally C(ansible_play_hosts_all).
-    type: list
-    elements: str
-    required: true
   max_fail_percentage:
     description: The percentage of O(hosts) that may fail, 0 to 100.
     type: float

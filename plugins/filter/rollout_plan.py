@@ -16,9 +16,12 @@ description:
     (or found serving there), to decide how much of the server role the host's turn runs.
   - V(none) when the host already runs what the rollout asks for, byte for byte; the turn only records that.
   - V(switch) when the release is staged and only the release differs, that is the configuration and the instance
-    manifest, which name the release; the service, its unit, socket units and environment file are as the rollout
-    wants them, no restart is owed and the master holds systemd's listeners if it is to. The turn then only writes
-    the checked configuration, swaps C(current) and upgrades the master with SIGUSR2.
+    manifest, which name the release, and perhaps the environment file (the staged release was checked with it);
+    the service, its unit and socket units are as the rollout wants them, no restart is owed and the master holds
+    systemd's listeners if it is to. The turn then only puts the checked configuration (and the environment) in
+    place, swaps C(current) and upgrades the master with SIGUSR2.
+  - V(environment) when the host runs the release as wanted but for its environment file; the turn writes it and
+    applies it as the whole role would, a reload, or an upgrade when the app is preloaded.
   - V(full) in every other case, with the reasons; the turn runs the whole server role, which works out and
     applies the least disruptive action.
   - The observation is the output of the server role's probe (C(tasks/plan.yml)), one C(key=value) line per fact,
@@ -41,6 +44,9 @@ options:
         description: Those of O(wanted.files) that name the release, and may differ for V(switch).
         type: list
         elements: str
+      environment_file:
+        description: The one of O(wanted.files) that is the environment file, which V(switch) and V(environment) write.
+        type: str
       socket_units:
         description: The paths of the socket units the instance has, empty without socket activation.
         type: list
@@ -87,8 +93,11 @@ _value:
   type: dict
   contains:
     plan:
-      description: V(none), V(switch) or V(full).
+      description: V(none), V(switch), V(environment) or V(full).
       type: str
+    environment:
+      description: Whether the turn writes the environment file (V(switch) and V(environment) only).
+      type: bool
     reasons:
       description: Why the turn cannot do less, empty for V(none) and V(switch).
       type: list
@@ -142,18 +151,25 @@ def same_file(observed, wanted):
     )
 
 
-def summary(plan, reasons):
+def summary(plan, reasons, environment):
     if plan == "none":
         return "nothing to change"
     if plan == "switch":
-        return "switch to the staged release"
+        return "switch to the staged release" + (", with the new environment" if environment else "")
+    if plan == "environment":
+        return "apply the new environment"
     more = " (and %d more)" % (len(reasons) - 1) if len(reasons) > 1 else ""
     return "the whole role, %s%s" % (reasons[0], more)
 
 
 def rollout_plan(probe_output, wanted, master_release="", upgrade_in_flight=False, staged=False, check_mode=False):
-    plan, reasons = decide(probe_output, wanted, master_release, upgrade_in_flight, staged, check_mode)
-    return {"plan": plan, "reasons": reasons, "summary": summary(plan, reasons)}
+    plan, reasons, environment = decide(probe_output, wanted, master_release, upgrade_in_flight, staged, check_mode)
+    return {
+        "plan": plan,
+        "reasons": reasons,
+        "environment": environment,
+        "summary": summary(plan, reasons, environment),
+    }
 
 
 def decide(probe_output, wanted, master_release, upgrade_in_flight, staged, check_mode):
@@ -177,26 +193,32 @@ def decide(probe_output, wanted, master_release, upgrade_in_flight, staged, chec
         reasons.append("the release is not installed as wanted")
     if observed["sockets"] != set(wanted.get("socket_units", [])):
         reasons.append("the socket units differ")
+    environment_file = wanted.get("environment_file")
     for path, want in sorted(wanted["files"].items()):
-        if path in release_files:
+        if path in release_files or path == environment_file:
             continue
         if not same_file(observed["files"].get(path), want):
             reasons.append("%s differs" % posixpath.basename(path))
+    environment_same = environment_file is None or same_file(
+        observed["files"].get(environment_file), wanted["files"].get(environment_file)
+    )
     if reasons:
-        return "full", reasons
+        if not environment_same:
+            reasons.append("%s differs" % posixpath.basename(environment_file))
+        return "full", reasons, False
     if observed.get("current") != wanted["release_dir"]:
         if not staged:
-            return "full", ["the release is not staged by this rollout"]
-        # Only what names the release may differ: the staged release is switched to.
-        return "switch", []
+            return "full", ["the release is not staged by this rollout"], False
+        # Only what names the release, and the environment, may differ: the staged release was checked with both.
+        return "switch", [], not environment_same
     release_same = all(same_file(observed["files"].get(path), wanted["files"][path]) for path in release_files)
-    if release_same and to_text(master_release) == to_text(wanted.get("release", "")):
-        return "none", []
     if not release_same:
-        reasons.append("the configuration differs")
-    else:
-        reasons.append("the master runs %s" % (master_release or "an unknown release"))
-    return "full", reasons
+        return "full", ["the configuration differs"], False
+    if to_text(master_release) != to_text(wanted.get("release", "")):
+        return "full", ["the master runs %s" % (master_release or "an unknown release")], False
+    if environment_same:
+        return "none", [], False
+    return "environment", [], True
 
 
 class FilterModule(object):

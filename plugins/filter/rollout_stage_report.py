@@ -17,16 +17,8 @@ description:
     checked beside the one serving), V(live) (the release is the one serving), V(absent) (the instance is to be
     removed, nothing to stage), V(failed) or V(unreachable).
     A host without an outcome is listed under C(missing).
-options:
-  _input:
-    description: The hosts' variables, normally C(hostvars).
-    type: dict
-    required: true
-  hosts:
-    description: The hosts the rollout targets, normally C(ansible_play_hosts_all).
-    type: list
-    elements: str
-    required: true
+extends_documentation_fragment:
+  - graceful.gunicorn.rollout_hosts
 """
 
 EXAMPLES = r"""

@@ -21,16 +21,9 @@ description:
     C(untouched) when its turn never started (the rollout stopped before it), with the release it runs as read by
     the fact C(__gunicorn_rollout_untouched_info) when that could be read, and a note when the stage play
     installed the release there (C(__gunicorn_rollout_stage) is C(staged))."
+extends_documentation_fragment:
+  - graceful.gunicorn.rollout_hosts
 options:
-  _input:
-    description: The hosts' variables, normally C(hostvars).
-    type: dict
-    required: true
-  hosts:
-    description: The hosts the rollout targeted, normally C(ansible_play_hosts_all).
-    type: list
-    elements: str
-    required: true
   active:
     description: The hosts still in the play, normally C(ansible_play_hosts); the others failed or became unreachable.
     type: list

@@ -53,9 +53,11 @@ options:
     default: 10.0
   health_interval:
     description:
-      - Seconds between health requests while waiting and baking.
+      - Seconds between health requests while waiting and baking. The new generation must pass
+        O(health_checks) requests in a row before the old workers drain, so this also sets how long that gate
+        takes.
     type: float
-    default: 0.5
+    default: 0.25
   health_max_failures:
     description:
       - Failed health requests that fail a phase.
@@ -691,7 +693,7 @@ def main():
     argument_spec.update(
         on_failure=dict(type="str", default="rollback", choices=["rollback", "leave"]),
         bake_seconds=dict(type="float", default=10.0),
-        health_interval=dict(type="float", default=0.5),
+        health_interval=dict(type="float", default=0.25),
         health_max_failures=dict(type="int", default=2),
         spawn_timeout=dict(type="float", default=30.0),
         force_stock=dict(type="bool", default=False),

@@ -29,6 +29,7 @@ def wanted(release="2.0.0", sockets=False):
     return {
         "files": files,
         "release_files": [CONFIG, MANIFEST],
+        "environment_file": ENV,
         "socket_units": [SOCKET] if sockets else [],
         "socket_activation": sockets,
         "release": release,
@@ -57,13 +58,23 @@ def probe(current="2.0.0", active="active", listeners="no", marker="no", install
 
 
 def test_a_host_that_runs_exactly_what_is_wanted_has_nothing_to_change():
-    assert rollout_plan(probe(), wanted(), master_release="2.0.0") == {"plan": "none", "reasons": [], "summary": "nothing to change"}
+    assert rollout_plan(probe(), wanted(), master_release="2.0.0") == {
+        "plan": "none",
+        "reasons": [],
+        "environment": False,
+        "summary": "nothing to change",
+    }
 
 
 def test_a_staged_release_that_changes_only_what_names_the_release_is_a_switch():
     changed = {CONFIG: ("640", "root", "api", "1" * 40), MANIFEST: ("640", "root", "api", "2" * 40)}
     plan = rollout_plan(probe(current="1.0.0", files=changed), wanted(), master_release="1.0.0", staged=True)
-    assert plan == {"plan": "switch", "reasons": [], "summary": "switch to the staged release"}
+    assert plan == {
+        "plan": "switch",
+        "reasons": [],
+        "environment": False,
+        "summary": "switch to the staged release",
+    }
 
 
 def test_a_release_this_rollout_did_not_stage_runs_the_whole_role():
@@ -80,9 +91,6 @@ def test_a_release_this_rollout_did_not_stage_runs_the_whole_role():
         (probe(marker="yes"), "a restart is owed"),
         (probe(installed=""), "the release is not installed as wanted"),
         (probe(installed="0" * 64), "the release is not installed as wanted"),
-        (probe(files={ENV: ("640", "root", "api", "0" * 40)}), "environment differs"),
-        (probe(files={ENV: ("644", "root", "api", "e" * 40)}), "environment differs"),
-        (probe(files={ENV: ("640", "api", "api", "e" * 40)}), "environment differs"),
         (probe(files={UNIT: None}), "gunicorn-api.service differs"),
         (probe(sockets=[SOCKET]), "the socket units differ"),
     ],
@@ -148,3 +156,24 @@ def test_a_malformed_file_line_is_refused():
 def test_the_summary_names_the_first_reason_and_counts_the_others():
     plan = rollout_plan(probe(active="inactive", marker="yes"), wanted(), master_release="2.0.0")
     assert plan["summary"] == "the whole role, the service is inactive (and 1 more)"
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [("640", "root", "api", "0" * 40), ("644", "root", "api", "e" * 40), ("640", "api", "api", "e" * 40), None],
+)
+def test_a_new_environment_alone_is_applied_without_the_whole_role(environment):
+    plan = rollout_plan(probe(files={ENV: environment}), wanted(), master_release="2.0.0")
+    assert plan == {"plan": "environment", "reasons": [], "environment": True, "summary": "apply the new environment"}
+    changed = {ENV: environment, CONFIG: ("640", "root", "api", "1" * 40)}
+    plan = rollout_plan(probe(current="1.0.0", files=changed), wanted(), master_release="1.0.0", staged=True)
+    assert (plan["plan"], plan["environment"]) == ("switch", True)
+    assert plan["summary"] == "switch to the staged release, with the new environment"
+
+
+def test_a_new_environment_with_another_change_runs_the_whole_role_and_says_both():
+    observed = probe(files={ENV: ("640", "root", "api", "0" * 40), UNIT: ("644", "root", "root", "0" * 40)})
+    plan = rollout_plan(observed, wanted(), master_release="2.0.0")
+    assert plan["plan"] == "full"
+    assert plan["reasons"] == ["gunicorn-api.service differs", "environment differs"]
+    assert plan["environment"] is False
