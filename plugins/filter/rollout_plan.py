@@ -54,6 +54,10 @@ options:
       socket_activation:
         description: Whether the master is to hold systemd's listeners.
         type: bool
+      service_enabled:
+        description:
+          - Whether the service is to start at boot (C(systemctl is-enabled) says V(enabled), else V(disabled)).
+        type: bool
       release:
         description: The release's name.
         type: str
@@ -71,6 +75,10 @@ options:
     description: Whether a second master is running (an upgrade not finished).
     type: bool
     default: false
+  healthy:
+    description: Whether the app passed its health check when the master was inspected (true when it has none).
+    type: bool
+    default: true
   staged:
     description: Whether this rollout installed and checked the release on the host (its stage play); a switch needs it.
     type: bool
@@ -130,8 +138,9 @@ def parse_probe(text):
             elif len(fields) == 2 and fields[1] == "-":
                 observed["files"][fields[0]] = None
             else:
+                # the line itself stays out of the message: it holds sha1 sums of files that may hold secrets
                 raise AnsibleFilterError(
-                    "rollout_plan: a file line of the probe has %d fields: %r" % (len(fields), line)
+                    "rollout_plan: a file line of the probe has %d fields, not 5 or 2" % len(fields)
                 )
         elif key == "socket":
             observed["sockets"].add(value)
@@ -162,8 +171,12 @@ def summary(plan, reasons, environment):
     return "the whole role, %s%s" % (reasons[0], more)
 
 
-def rollout_plan(probe_output, wanted, master_release="", upgrade_in_flight=False, staged=False, check_mode=False):
-    plan, reasons, environment = decide(probe_output, wanted, master_release, upgrade_in_flight, staged, check_mode)
+def rollout_plan(
+    probe_output, wanted, master_release="", upgrade_in_flight=False, healthy=True, staged=False, check_mode=False
+):
+    plan, reasons, environment = decide(
+        probe_output, wanted, master_release, upgrade_in_flight, healthy, staged, check_mode
+    )
     return {
         "plan": plan,
         "reasons": reasons,
@@ -172,7 +185,7 @@ def rollout_plan(probe_output, wanted, master_release="", upgrade_in_flight=Fals
     }
 
 
-def decide(probe_output, wanted, master_release, upgrade_in_flight, staged, check_mode):
+def decide(probe_output, wanted, master_release, upgrade_in_flight, healthy, staged, check_mode):
     for key in ("files", "release_dir", "installed"):
         if key not in wanted:
             raise AnsibleFilterError("rollout_plan: wanted has no %r" % key)
@@ -183,6 +196,12 @@ def decide(probe_output, wanted, master_release, upgrade_in_flight, staged, chec
         reasons.append("check mode")
     if observed.get("active") != "active":
         reasons.append("the service is %s" % (observed.get("active") or "unknown"))
+    if "service_enabled" in wanted:
+        enabled_wanted = "enabled" if wanted["service_enabled"] else "disabled"
+        if observed.get("enabled") != enabled_wanted:
+            reasons.append("the service is %s at boot, not %s" % (observed.get("enabled") or "unknown", enabled_wanted))
+    if not healthy:
+        reasons.append("the app does not pass its health check")
     if observed.get("marker") != "no":
         reasons.append("a restart is owed")
     if wanted.get("socket_activation") and observed.get("listeners") != "yes":

@@ -32,16 +32,21 @@ def wanted(release="2.0.0", sockets=False):
         "environment_file": ENV,
         "socket_units": [SOCKET] if sockets else [],
         "socket_activation": sockets,
+        "service_enabled": True,
         "release": release,
         "release_dir": f"{RELEASES}/{release}",
         "installed": "f" * 64,
     }
 
 
-def probe(current="2.0.0", active="active", listeners="no", marker="no", installed="f" * 64, files=None, sockets=()):
+def probe(
+    current="2.0.0", active="active", listeners="no", marker="no", installed="f" * 64, files=None, sockets=(),
+    enabled="enabled",
+):  # fmt: skip
     """The probe's output for a host that has exactly what wanted() asks for, unless told otherwise."""
     lines = [
         f"active={active}",
+        f"enabled={enabled}",
         f"listeners={listeners}",
         f"current={RELEASES}/{current}" if current else "current=",
         f"marker={marker}",
@@ -177,3 +182,24 @@ def test_a_new_environment_with_another_change_runs_the_whole_role_and_says_both
     assert plan["plan"] == "full"
     assert plan["reasons"] == ["gunicorn-api.service differs", "environment differs"]
     assert plan["environment"] is False
+
+
+def test_the_service_must_start_at_boot_as_wanted():
+    plan = rollout_plan(probe(enabled="disabled"), wanted(), master_release="2.0.0")
+    assert (plan["plan"], plan["reasons"]) == ("full", ["the service is disabled at boot, not enabled"])
+    not_at_boot = dict(wanted(), service_enabled=False)
+    assert rollout_plan(probe(enabled="disabled"), not_at_boot, master_release="2.0.0")["plan"] == "none"
+    plan = rollout_plan(probe(enabled="enabled"), not_at_boot, master_release="2.0.0")
+    assert plan["reasons"] == ["the service is enabled at boot, not disabled"]
+
+
+def test_an_app_that_fails_its_health_check_runs_the_whole_role():
+    for staged, current in ((False, "2.0.0"), (True, "1.0.0")):
+        plan = rollout_plan(probe(current=current), wanted(), master_release="2.0.0", healthy=False, staged=staged)
+        assert (plan["plan"], plan["reasons"]) == ("full", ["the app does not pass its health check"])
+
+
+def test_a_malformed_line_stays_out_of_the_error():
+    with pytest.raises(AnsibleFilterError) as refused:
+        parse_probe(f"file={ENV}\tsecret-sha1\n")
+    assert "secret-sha1" not in str(refused.value)
