@@ -88,13 +88,25 @@ options:
       - A rollback after the old workers were drained re-spawns them from the old master, which (without
         C(preload_app)) imports the code its working directory path holds at that moment. With this on, the
         release link is pointed back at the old master's release first, so the old code comes back; the result's
-        RV(release_link_restored) says so.
+        RV(release_link_restored) says so. A link that O(release) switched is pointed back at the start of any
+        rollback, drained or not.
       - The old release is the directory directly under the instance's C(releases/) (from the manifest's C(root),
         else beside the link) that the old master's working directory names; it must be a real directory owned by
         root, reached without symlinks. Otherwise the link is left as it is and the failure message says why.
       - The link is swapped atomically (a new symlink under a temporary name, renamed over it).
     type: bool
     default: true
+  release:
+    description:
+      - Switch to this release as part of the upgrade. The release link (O(release_link), or the manifest's
+        C(current)) is pointed at the directory of this name directly under the instance's C(releases/) tree, in
+        phase V(switch), just before C(SIGUSR2), after every check that could refuse the upgrade; so a refused
+        upgrade leaves the link as it was.
+      - The directory must be a real directory owned by root and not writable by others, reached without
+        symlinks; the link is swapped atomically. A rollback points the link back at the old master's release
+        (O(restore_release_link)).
+      - Without it the upgrade starts whatever the link names already.
+    type: str
 attributes:
   check_mode:
     description: Can run in check mode and report what would change without changing it.
@@ -109,6 +121,12 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Switch the app to release 2.4.0 (installed under /srv/gunicorn/shop/releases) and upgrade to it
+  graceful.gunicorn.gunicorn_upgrade:
+    instance: shop
+    release: 2.4.0
+    bake_seconds: 5
+
 - name: Upgrade the app after switching the current symlink to the new release
   graceful.gunicorn.gunicorn_upgrade:
     instance: shop
@@ -162,7 +180,8 @@ phases:
   description:
     - Phases in order, each with its name, start and end (epoch seconds), duration, outcome and a detail.
     - Forward phases are V(preflight), V(spawn), V(new_ready), V(health_new), V(drain_old), V(bake),
-      V(retire_old), V(promote); after a failure V(rollback_restore), V(rollback_stop_new), V(rollback_verify).
+      V(retire_old), V(promote), with V(switch) before V(spawn) when O(release) is set; after a failure
+      V(rollback_restore), V(rollback_stop_new), V(rollback_verify).
   returned: always
   type: list
   elements: dict
@@ -202,6 +221,12 @@ release_link_restored:
   type: dict
   sample: {"link": "/srv/gunicorn/shop/current", "from": "/srv/gunicorn/shop/releases/2",
            "to": "/srv/gunicorn/shop/releases/1"}
+release_switched:
+  description: When O(release) pointed the release link at a new release, the link and both targets.
+  returned: always
+  type: dict
+  sample: {"link": "/srv/gunicorn/shop/current", "from": "/srv/gunicorn/shop/releases/1",
+           "to": "/srv/gunicorn/shop/releases/2"}
 duration:
   description: Seconds the whole upgrade took.
   returned: always
@@ -256,6 +281,7 @@ class Upgrade:
         self.channel_seen = False
         self.release = release
         self.release_restored = None
+        self.release_switched = None
         self.release_problem = None
         self.spawn_error = None
         self.usr2_at = None
@@ -498,6 +524,9 @@ class Upgrade:
         self.failed_phase, self.failure_reason = step["phase"], step["reason"]
         self.leave(False, step["reason"])
         self.enter("rollback_restore", "after %s failed" % step["phase"])
+        if self.release_switched:
+            # The link this upgrade switched goes back first: an old worker that dies now is re-spawned from it.
+            self.restore_release_link()
 
     def act_rolled_back(self, _step):
         self.leave(True, "old master %d healthy" % self.old_pid)
@@ -591,6 +620,7 @@ class Upgrade:
             failed_phase=self.failed_phase,
             rolled_back=False,
             release_link_restored=self.release_restored,
+            release_switched=self.release_switched,
             duration=round(time.time() - self.started, 3),
             notes=self.notes + (["worker readiness from the bundled arbiter's channel"] if self.channel_seen else []),
         )
@@ -674,6 +704,42 @@ def release_plan(link_option, manifest, cwd):
     return plan
 
 
+def switch_release(module, found, release, name):
+    """Phase switch: point the release link at releases/<name> (trust.swap_current checks the link and the
+    target). Returns {link, from, to}, or None when the link names it already; fails the module, with nothing
+    signalled and the link as it was, when the switch is refused."""
+    phases = found["phases"]
+    phases.start("switch")
+    problem = None
+    if not release["link"] or not release["releases"]:
+        problem = "no release link to switch: no trusted instance manifest and no release_link option"
+    else:
+        target = os.path.join(release["releases"], name)
+        try:
+            previous = os.readlink(release["link"])
+            if previous == target:
+                phases.end(True, "%s names %s already" % (release["link"], target))
+                return None
+            previous = trust.swap_current(release["link"], release["releases"], name)
+        except (trust.Refused, OSError) as exc:
+            problem = "%s not switched to release %s: %s" % (release["link"], name, exc)
+    if problem:
+        phases.end(False, problem)
+        module.fail_json(
+            msg="upgrade failed in phase switch: %s" % problem,
+            changed=False,
+            failed_phase="switch",
+            rolled_back=False,
+            old_master=found["pid"],
+            phases=phases.items,
+            flavour=found["flavour"],
+            unit=found["unit"],
+            notes=found["notes"],
+        )
+    phases.end(True, "%s: %s to %s" % (release["link"], previous, target))
+    return {"link": release["link"], "from": previous, "to": target}
+
+
 def upgrade_option_problems(params):
     problems = []
     for key in ("bake_seconds", "health_interval", "spawn_timeout"):
@@ -681,6 +747,11 @@ def upgrade_option_problems(params):
             problems.append("%s must be positive" % key)
     if params["health_max_failures"] < 1:
         problems.append("health_max_failures must be at least 1")
+    if params.get("release") is not None and not trust.RELEASE_NAME_RE.fullmatch(params["release"]):
+        problems.append(
+            "release %r is not a release directory's name (letters, digits and ._+- only, not starting with a "
+            "dot or a dash)" % (params["release"],)
+        )
     if params.get("release_link") and not common.path_problem("release_link", params["release_link"]):
         reason = trust.judge_link(params["release_link"])
         if reason:
@@ -699,6 +770,7 @@ def main():
         force_stock=dict(type="bool", default=False),
         release_link=dict(type="path"),
         restore_release_link=dict(type="bool", default=True),
+        release=dict(type="str"),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -745,8 +817,14 @@ def main():
                 % ((summary["last"] or {}).get("detail")),
             )
 
+    manifest = common.read_manifest(common.manifest_path(params))
+    release = release_plan(params["release_link"], manifest, identity.master["cwd"])
     if module.check_mode:
         stale = target["pidfile"] and os.path.lexists(target["pidfile"] + ".2")
+        if params["release"] is not None:
+            notes.append(
+                "would point %s at release %s first" % (release["link"] or "the release link", params["release"])
+            )
         operation.check_mode_exit(
             module,
             found,
@@ -771,9 +849,11 @@ def main():
         notes.append(removed)
     phases.end(True, "master %d (%s) with %d workers" % (old_pid, flavour, len(before["workers"])))
 
-    manifest = common.read_manifest(common.manifest_path(params))
-    release = release_plan(params["release_link"], manifest, identity.master["cwd"])
+    switched = None
+    if params["release"] is not None:
+        switched = switch_release(module, found, release, params["release"])
     upgrade = Upgrade(module, target, probe, identity, before, flavour, release)
+    upgrade.release_switched = switched
     upgrade.phases.items.extend(phases.items)
     upgrade.run()
 

@@ -24,6 +24,7 @@ RESULT_KEYS = {
     "failed_phase",
     "rolled_back",
     "release_link_restored",
+    "release_switched",
     "duration",
     "notes",
 }
@@ -126,6 +127,75 @@ def test_bad_release_rolls_back_and_v1_keeps_serving(make_site, load, module, be
     assert site.master_pid() == old_master
     assert site.version() == "1.0.0"
     assert not os.path.exists(site.pidfile + ".2")
+
+
+def test_upgrade_switches_the_release_link_after_its_checks(make_site, load, module):
+    """release= points `current` at the release in phase switch, right before SIGUSR2; no request fails."""
+    site = make_site(kind="wsgi", worker_class="gthread", arbiter="graceful", workers=2)
+    site.release("v1", "1.0.0")
+    site.release("v2", "2.0.0")
+    site.switch("v1")
+    site.start()
+    old_master = site.master_pid()
+    with load(site.url, threads=4, seconds=60, max_requests=30000) as traffic:
+        result = module("gunicorn_upgrade", upgrade_args(site, release="v2"))
+    site.track()
+    assert not result.get("failed"), result["msg"]
+    names = [p["name"] for p in result["phases"]]
+    assert names[:3] == ["preflight", "switch", "spawn"], names
+    assert result["release_switched"] == {
+        "link": str(site.current),
+        "from": str(site.root / "releases" / "v1"),
+        "to": str(site.root / "releases" / "v2"),
+    }
+    assert os.readlink(site.current) == str(site.root / "releases" / "v2")
+    assert site.master_pid() == result["new_master"] != old_master
+    assert site.version() == "2.0.0"
+    assert traffic.failures == []
+
+
+@pytest.mark.parametrize(
+    ("release", "problem"),
+    [
+        ("v3", "v3 cannot be read"),  # no such release
+        ("../v1", "is not a release directory's name"),
+        ("v2\n", "is not a release directory's name"),  # a full-string check: no trailing newline slips through
+    ],
+)
+def test_a_release_that_cannot_be_switched_to_changes_nothing(make_site, module, release, problem):
+    site = make_site(kind="wsgi", worker_class="sync", arbiter="graceful", workers=1)
+    site.release("v1", "1.0.0")
+    site.release("v2", "2.0.0")
+    site.switch("v1")
+    site.start()
+    old_master = site.master_pid()
+    result = module("gunicorn_upgrade", upgrade_args(site, release=release))
+    site.track()
+    assert result["failed"] is True
+    assert problem in result["msg"], result["msg"]
+    assert result.get("signals", []) == []
+    assert os.readlink(site.current) == str(site.root / "releases" / "v1")
+    assert site.master_pid() == old_master
+    assert site.version() == "1.0.0"
+
+
+def test_a_switched_release_that_fails_is_rolled_back_with_its_link(make_site, load, module):
+    site = make_site(kind="wsgi", worker_class="sync", arbiter="graceful", workers=2)
+    site.release("v1", "1.0.0")
+    site.release("v2", "2.0.0", behaviour="import-error")
+    site.switch("v1")
+    site.start()
+    old_master = site.master_pid()
+    with load(site.url, threads=4, seconds=60, max_requests=30000) as traffic:
+        result = module("gunicorn_upgrade", upgrade_args(site, release="v2", timeout=10, spawn_timeout=10))
+    site.track()
+    assert result["failed"] is True
+    assert result["rolled_back"] is True, result["msg"]
+    assert result["release_switched"]["to"] == str(site.root / "releases" / "v2")
+    assert os.readlink(site.current) == str(site.root / "releases" / "v1")
+    assert site.master_pid() == old_master
+    assert site.version() == "1.0.0"
+    assert traffic.failures == []
 
 
 def test_new_master_killed_during_bake_rolls_back_to_old_code(make_site, load, module):
