@@ -17,7 +17,8 @@ description:
     (the fact C(gunicorn_rollout_result)) has the status C(failed), C(rolled_back) or C(unreachable), or it has no
     outcome at all (its turn ended outside the rollout's own handling).
   - The budget is exceeded when the failed hosts are more than O(max_fail_percentage) percent of O(hosts), the hosts
-    the rollout targets (all batches).
+    the rollout targets (all batches), or when the rollout's tasks before the first switch failed (O(hooks)),
+    whatever the budget.
 extends_documentation_fragment:
   - graceful.gunicorn.rollout_hosts
 options:
@@ -25,6 +26,12 @@ options:
     description: The percentage of O(hosts) that may fail, 0 to 100.
     type: float
     required: true
+  hooks:
+    description:
+      - The outcomes of the rollout's run-once tasks by phase (C(__gunicorn_rollout_hooks)), each with C(ok).
+        A V(before_switch) outcome that is not C(ok) stops the rollout.
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""
@@ -63,7 +70,7 @@ def host_failed(host_vars):
     return result.get("status") in FAILED_STATUSES
 
 
-def rollout_budget(hostvars, hosts, max_fail_percentage):
+def rollout_budget(hostvars, hosts, max_fail_percentage, hooks=None):
     if not isinstance(hostvars, Mapping):
         raise AnsibleFilterError("rollout_budget: the input must be the hosts' variables (hostvars)")
     if isinstance(hosts, (str, bytes)):
@@ -80,7 +87,9 @@ def rollout_budget(hostvars, hosts, max_fail_percentage):
         )
     hosts = list(hosts)
     failed = [host for host in hosts if host in hostvars and host_failed(hostvars[host])]
-    return {"failed": failed, "exceeded": len(failed) * 100 > len(hosts) * budget}
+    before_switch = (hooks or {}).get("before_switch") if isinstance(hooks, Mapping) else None
+    hook_failed = isinstance(before_switch, Mapping) and before_switch.get("ok") is False
+    return {"failed": failed, "exceeded": hook_failed or len(failed) * 100 > len(hosts) * budget}
 
 
 class FilterModule(object):

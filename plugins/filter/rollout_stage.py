@@ -18,7 +18,8 @@ description:
     cannot install the release stops the rollout before any host has moved.
   - With O(_input=auto) a rollout stages when it has more than one batch, that is when O(serial)'s first batch is
     smaller than O(host_count). A rollout of one batch switches every host in the same turn, so staging would only
-    add a pass. V(true) and V(false) decide outright. Only the C(deploy) and C(upgrade) actions install, so no
+    add a pass, unless it runs tasks before the first switch (O(before_switch)), which need the release installed
+    first. V(true) and V(false) decide outright. Only the C(deploy) and C(upgrade) actions install, so no
     other action stages.
 options:
   _input:
@@ -37,6 +38,10 @@ options:
     description: The number of hosts the rollout targets.
     type: int
     required: true
+  before_switch:
+    description: Whether the rollout runs tasks before the first switch (C(gunicorn_before_switch_tasks)).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -80,7 +85,7 @@ def first_batch(serial, host_count):
     return size
 
 
-def rollout_stage(setting, action, serial, host_count):
+def rollout_stage(setting, action, serial, host_count, before_switch=False):
     if isinstance(setting, bool):
         decided = setting
     elif to_text(setting).strip().lower() == "auto":
@@ -95,7 +100,7 @@ def rollout_stage(setting, action, serial, host_count):
         return False
     if decided is not None:
         return decided
-    return first_batch(serial, int(host_count)) < int(host_count)
+    return bool(before_switch) or first_batch(serial, int(host_count)) < int(host_count)
 
 
 class FilterModule(object):

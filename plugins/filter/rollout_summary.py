@@ -33,6 +33,13 @@ options:
     description: The rollout's checked settings (C(action), C(instance), C(target_release)).
     type: dict
     required: true
+  hooks:
+    description:
+      - The run-once tasks by phase (C(__gunicorn_rollout_hooks), from C(graceful.gunicorn.rollout_hook) and
+        C(rollout/hooks.yml)), each with C(tasks), C(run), C(host), C(on), C(reason) and, once run, C(ok) and
+        C(message).
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""
@@ -62,11 +69,18 @@ _value:
         Per host name: C(status), C(release) (after), C(previous) (before), C(failed_phase) (null unless failed)
         and C(message).
       type: dict
+    hooks:
+      description:
+        - Per phase (V(before_switch), V(after_rollout)) whose task file is set, C(tasks) (the file), C(status)
+          (C(ok), C(failed), or C(not_run)), C(host) (where it ran, or was delegated from to the controller),
+          C(on) and C(message) (the failure, or why it did not run).
+      type: dict
     stopped:
       description: Whether some hosts were left untouched because the failure budget was exceeded.
       type: bool
     ok:
-      description: Whether every host was upgraded, removed as asked, or had nothing to do.
+      description: Whether every host was upgraded, removed as asked, or had nothing to do, and every run-once task
+        file that ran passed.
       type: bool
 """
 
@@ -121,7 +135,25 @@ def host_entry(host_vars, active):
     return {"status": "untouched", "release": release, "previous": release, "failed_phase": None, "message": message}
 
 
-def rollout_summary(hostvars, hosts, active, rollout):
+def hook_entry(hook):
+    hook = mapping(hook)
+    if not hook.get("run"):
+        status, message = "not_run", to_text(hook.get("reason") or "")
+    elif hook.get("ok") is True:
+        status, message = "ok", ""
+    else:
+        status = "failed"
+        message = to_text(hook.get("message") or "the tasks did not finish")
+    return {
+        "tasks": optional_text(hook.get("tasks")),
+        "status": status,
+        "host": optional_text(hook.get("host")),
+        "on": optional_text(hook.get("on")) or "host",
+        "message": message,
+    }
+
+
+def rollout_summary(hostvars, hosts, active, rollout, hooks=None):
     if not isinstance(hostvars, Mapping):
         raise AnsibleFilterError("rollout_summary: the input must be the hosts' variables (hostvars)")
     if isinstance(hosts, (str, bytes)) or isinstance(active, (str, bytes)):
@@ -132,13 +164,20 @@ def rollout_summary(hostvars, hosts, active, rollout):
     for host in hosts:
         results[to_text(host)] = host_entry(mapping(hostvars[host]) if host in hostvars else {}, host in active)
     statuses = [entry["status"] for entry in results.values()]
+    hook_entries = dict(
+        (to_text(phase), hook_entry(hook))
+        for phase, hook in sorted(mapping(hooks).items())
+        if optional_text(mapping(hook).get("tasks"))
+    )
+    hooks_ok = all(entry["status"] != "failed" for entry in hook_entries.values())
     return {
         "instance": optional_text(rollout.get("instance")),
         "action": optional_text(rollout.get("action")),
         "target_release": optional_text(rollout.get("target_release")),
         "hosts": results,
+        "hooks": hook_entries,
         "stopped": "untouched" in statuses,
-        "ok": bool(statuses) and all(status in GOOD_STATUSES for status in statuses),
+        "ok": bool(statuses) and hooks_ok and all(status in GOOD_STATUSES for status in statuses),
     }
 
 

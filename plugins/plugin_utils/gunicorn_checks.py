@@ -1186,6 +1186,8 @@ COLLECTION_EXAMPLES = os.path.join(
 SERIAL_ITEM_RE = re.compile(r"[1-9][0-9]{0,5}|(?:[1-9][0-9]?|100)%")
 PACKAGE_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,199})(?:\[[A-Za-z0-9,._-]{1,200}\])?")
 ACTIONS = ("deploy", "upgrade", "rollback", "reload", "refresh")
+# Task files a deploy or an upgrade runs once: before the first host switches, and after the last one.
+RUN_ONCE_TASKS = ("gunicorn_before_switch_tasks", "gunicorn_after_rollout_tasks")
 
 
 def hook_file_problem(path, dirs):
@@ -1278,7 +1280,34 @@ def rollout_problems(values, action, hook_dirs_overridden=False):
             "auto stages when the rollout has more than one batch",
         )
 
-    for name in ("gunicorn_drain_tasks", "gunicorn_undrain_tasks", "gunicorn_summary_file"):
+    run_once = [name for name in RUN_ONCE_TASKS if get(name) not in (None, "")]
+    if run_once and action not in ("deploy", "upgrade"):
+        problems.add(
+            run_once[0],
+            "is set, but a %s installs no release, so it has no switch to run tasks around" % action,
+            "set it for the deploy and upgrade playbooks only",
+        )
+    place = get("gunicorn_run_once_on")
+    if place is not None and (not is_text(place) or text(place) not in ("host", "controller")):
+        problems.add(
+            "gunicorn_run_once_on",
+            "must be host or controller, got %s %s" % (kind(place), show(place)),
+            "host runs the run-once tasks on the first target host with the release installed; controller runs "
+            "them on the controller",
+        )
+    if (
+        get("gunicorn_before_switch_tasks") not in (None, "")
+        and stage is not None
+        and not auto
+        and read_bool(Problems(), "gunicorn_stage", stage) is False
+    ):
+        problems.add(
+            "gunicorn_before_switch_tasks",
+            "needs the release staged on the hosts before the first switch, but gunicorn_stage is false",
+            "leave gunicorn_stage unset (auto stages when tasks run before the switch) or set it to true",
+        )
+
+    for name in ("gunicorn_drain_tasks", "gunicorn_undrain_tasks", *RUN_ONCE_TASKS, "gunicorn_summary_file"):
         value = get(name)
         if value is None or value == "":
             continue
@@ -1292,7 +1321,11 @@ def rollout_problems(values, action, hook_dirs_overridden=False):
                 "without '{', '}', '%', '$', '`' or '\\'",
             )
 
-    hooks = [name for name in ("gunicorn_drain_tasks", "gunicorn_undrain_tasks") if is_text(get(name)) and get(name)]
+    hooks = [
+        name
+        for name in ("gunicorn_drain_tasks", "gunicorn_undrain_tasks", *RUN_ONCE_TASKS)
+        if is_text(get(name)) and get(name)
+    ]
     hook_dirs = get("gunicorn_hook_dirs")
     if hook_dirs is None:
         hook_dirs = [COLLECTION_EXAMPLES]
@@ -1324,7 +1357,7 @@ def rollout_problems(values, action, hook_dirs_overridden=False):
             problems.add(
                 name,
                 problem,
-                "the drain and undrain tasks run as root on every host: keep them in a directory of gunicorn_hook_dirs "
+                "the drain, undrain and run-once tasks run as root: keep them in a directory of gunicorn_hook_dirs "
                 "(default: the collection's examples/), owned by you or root and writable by no one else",
             )
 

@@ -2,9 +2,11 @@
 
     rollout.py demo  --inventory INV   v1 deployed, then upgraded to v2 host by host under load;
                                         prints the load report and the fleet's status, draws the chart
-    rollout.py quick --inventory INV   the same, then a v3 that fails to import on the second host only
-                                        (staging stops the rollout before any host switches); asserts each
-                                        outcome (the molecule `rollout` scenario, in make test)
+    rollout.py quick --inventory INV   the same, with a migration run once before the first switch and once
+                                        after the rollout; then a v3 that fails to import on the second host
+                                        only (staging stops the rollout before any host switches), and a v3
+                                        whose migration fails (no host switches); asserts each outcome (the
+                                        molecule `rollout` scenario, in make test)
     rollout.py proof --inventory INV   quick, then a v3 that only fails its health check on the second
                                         host (that host rolls back by itself, the rollout stops, the third
                                         host stays), then a rollback of the fleet to v1 (make rollout-proof)
@@ -16,6 +18,7 @@ addresses, after checking each route goes through the lab's bridge (LAB_BRIDGE).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -28,6 +31,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 LOADGEN = REPO / "tests" / "load" / "loadgen.py"
 DEMO_VARS = REPO / "tests" / "demo" / "vars.yml"
+# The collection's example run-once task file (examples/ is where run-once tasks may live by default).
+MIGRATE_TASKS = REPO / "examples" / "run_once" / "migrate.yml"
+# The "migration": run as the service user in the release being rolled out, it records which release it imported
+# and what `current` named at that moment, in a file named after the run-once phase.
+MIGRATION = (
+    "import json, os, sys, time, graceful_demo_asgi as app; "
+    "mark = {'version': app.__version__, 'current': os.readlink('/srv/gunicorn/demo/current'), 'at': time.time()}; "
+    "json.dump(mark, open('/tmp/graceful-hook-%s.json' % sys.argv[1], 'w'))"
+)
 BIN = Path(sys.executable).parent
 INSTANCE = "demo"
 PORT = 8000
@@ -104,6 +116,28 @@ class Fleet:
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         return {host: json.loads((tree / host).read_text()) for host in self.hosts if (tree / host).exists()}
+
+    def read(self, path: str) -> dict:
+        """The file at `path` on every host that has it: {host: text}."""
+        tree = self.out / f"read-{time.monotonic_ns()}"
+        subprocess.run(
+            [str(BIN / "ansible"), "-i", str(self.inventory), "gunicorn_hosts", "-m", "ansible.builtin.slurp",
+             "-a", f"src={path}", "--tree", str(tree)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        found = {}
+        for host in self.hosts:
+            result = json.loads((tree / host).read_text()) if (tree / host).exists() else {}
+            if "content" in result:
+                found[host] = base64.b64decode(result["content"]).decode()
+        return found
+
+    def forget(self, path: str) -> None:
+        subprocess.run(
+            [str(BIN / "ansible"), "-i", str(self.inventory), "gunicorn_hosts", "-m", "ansible.builtin.file",
+             "-a", f"path={path} state=absent"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
 
     def served(self) -> dict:
         versions = {}
@@ -193,11 +227,11 @@ def deploy_v1(fleet: Fleet) -> None:
     check(set(fleet.served().values()) == {"1.0.0"}, "every host serves 1.0.0")
 
 
-def upgrade(fleet: Fleet, release: str, label: str, *, expect_failure=False, chart=None, playbook="upgrade"):
+def upgrade(fleet: Fleet, release: str, label: str, *, expect_failure=False, chart=None, playbook="upgrade", extra=()):
     summary_path = fleet.out / f"summary-{label}.json"
     before = fleet.info()
     with fleet.load(label, seconds=600) as load, load.action():
-        extra = ["-e", f"gunicorn_summary_file={summary_path}", "-e", "gunicorn_bake_seconds=3"]
+        extra = ["-e", f"gunicorn_summary_file={summary_path}", "-e", "gunicorn_bake_seconds=3", *extra]
         if playbook == "upgrade":
             extra += release_vars(release)
         else:
@@ -242,14 +276,67 @@ def break_release_on(fleet: Fleet, host: str, release: str, how: str = "DEMO_BRO
     (host_vars / f"{host}.yml").write_text(f"gunicorn_environment:\n  {how}: '{release}'\n")
 
 
+def migration_vars(program: str) -> list[str]:
+    """The example run-once task file before the first switch and after the rollout, running `program`."""
+    argv = ["python", "-c", program, "{{ gunicorn_hook_phase }}"]
+    return [
+        "-e", json.dumps({"gunicorn_before_switch_tasks": str(MIGRATE_TASKS),
+                          "gunicorn_after_rollout_tasks": str(MIGRATE_TASKS), "gunicorn_migrate_argv": argv}),
+    ]  # fmt: skip
+
+
 def upgrade_to_v2(fleet: Fleet, names: list[str]) -> None:
-    say("upgrade to 2.0.0 one host per batch under load: no request fails")
-    before, after, report, summary = upgrade(fleet, "2.0.0", "upgrade-2.0.0", chart=fleet.out / "latency-2.0.0.png")
+    say("upgrade to 2.0.0 one host per batch under load, with a migration before and after: no request fails")
+    for phase in ("before_switch", "after_rollout"):
+        fleet.forget(f"/tmp/graceful-hook-{phase}.json")
+    before, after, report, summary = upgrade(
+        fleet, "2.0.0", "upgrade-2.0.0", chart=fleet.out / "latency-2.0.0.png", extra=migration_vars(MIGRATION)
+    )
     check(report["failed"] == 0, f"0 of {report['sent']} requests failed")
     check(set(fleet.served().values()) == {"2.0.0"}, "every host serves 2.0.0")
     check(all(masters(before)[h] != masters(after)[h] for h in names), "every master PID changed")
     check_units(after)
     check(summary["ok"] and {h["status"] for h in summary["hosts"].values()} == {"upgraded"}, "summary: all upgraded")
+    marks = {phase: fleet.read(f"/tmp/graceful-hook-{phase}.json") for phase in ("before_switch", "after_rollout")}
+    before_switch, after_rollout = (
+        {host: json.loads(text) for host, text in marks[phase].items()} for phase in ("before_switch", "after_rollout")
+    )
+    check(
+        list(before_switch) == [names[0]], f"the migration before the switch ran once, on {names[0]}: {before_switch}"
+    )
+    mark = before_switch[names[0]]
+    check(
+        mark["version"] == "2.0.0" and mark["current"].endswith("/releases/1.0.0"),
+        f"it ran the new release's code while every host still served the old one: {mark}",
+    )
+    check(list(after_rollout) == [names[0]], f"the task file after the rollout ran once, on {names[0]}")
+    check(after_rollout[names[0]]["current"].endswith("/releases/2.0.0"), "after the last switch")
+    check(
+        {phase: hook["status"] for phase, hook in summary["hooks"].items()}
+        == {"before_switch": "ok", "after_rollout": "ok"},
+        f"summary: both run-once task files passed: {summary['hooks']}",
+    )
+
+
+def migration_stops_v3(fleet: Fleet, names: list[str]) -> None:
+    say("upgrade to 3.0.0 with a migration that fails: no host switches")
+    failing = "import sys; sys.exit('the schema migration failed: ' + sys.argv[1])"
+    before, after, report, summary = upgrade(
+        fleet, "3.0.0", "migration-3.0.0", expect_failure=True, extra=migration_vars(failing)
+    )
+    check(report["failed"] == 0, f"0 of {report['sent']} requests failed")
+    check(set(fleet.served().values()) == {"2.0.0"}, "every host still serves 2.0.0")
+    check(masters(before) == masters(after), "no master changed")
+    hosts, hooks = summary["hosts"], summary["hooks"]
+    first = names[0]
+    check(
+        hosts[first]["status"] == "failed" and hosts[first]["failed_phase"] == "before_switch"
+        and "the schema migration failed: before_switch" in hosts[first]["message"],
+        f"summary: {first} failed before the switch: {hosts[first]}",
+    )  # fmt: skip
+    check(all(hosts[h]["status"] == "untouched" for h in names[1:]), "summary: the other hosts untouched")
+    check(hooks["before_switch"]["status"] == "failed", f"summary: the migration failed: {hooks['before_switch']}")
+    check(hooks["after_rollout"]["status"] == "not_run", f"summary: nothing ran after: {hooks['after_rollout']}")
 
 
 def stage_stops_v3(fleet: Fleet, names: list[str]) -> None:
@@ -274,6 +361,9 @@ def quick(fleet: Fleet) -> None:
     deploy_v1(fleet)
     upgrade_to_v2(fleet, names)
     stage_stops_v3(fleet, names)
+    (fleet.inventory.parent / "host_vars" / f"{names[1]}.yml").unlink()
+    migration_stops_v3(fleet, names)
+    break_release_on(fleet, names[1], "3.0.0")
 
 
 def proof(fleet: Fleet) -> None:

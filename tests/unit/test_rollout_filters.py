@@ -23,6 +23,7 @@ FILTERS = [
     "release_keep_list",
     "rollout_budget",
     "rollout_failure",
+    "rollout_hook",
     "rollout_plan",
     "rollout_stage",
     "rollout_stage_report",
