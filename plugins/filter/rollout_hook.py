@@ -18,8 +18,9 @@ description:
     O(hosts), where the release is installed (its stage is C(staged), or C(live) where the host runs it already).
     It does not run when the stage play already stopped the rollout (its failures exceed the budget).
   - V(after_rollout) runs after the last host's turn, on the first host that runs the release, and only when every
-    host was upgraded or had nothing to change: not after a failure, a rollback or a stopped rollout.
-  - With C(run_once_on) V(controller) in O(rollout), the tasks run on the controller, but the choice is the same:
+    host was upgraded, had nothing to change, or had the instance removed as asked; not after a failure, a
+    rollback or a stopped rollout.
+  - With C(run_once_on) V(controller) in O(rollout), the tasks run on the controller, but the choice is the same;
     the playbook delegates them from the chosen host, which also carries a failure in the recap.
 extends_documentation_fragment:
   - graceful.gunicorn.rollout_hosts
@@ -57,7 +58,7 @@ _value:
     tasks:
       description: The task file.
       type: str
-    on:
+    "on":
       description: V(host) or V(controller).
       type: str
     reason:
@@ -74,7 +75,8 @@ from ansible_collections.graceful.gunicorn.plugins.filter.rollout_budget import 
 PHASES = {"before_switch": "before_switch_tasks", "after_rollout": "after_rollout_tasks"}
 PLACES = ("host", "controller")
 INSTALLED_STAGES = ("staged", "live")
-DONE_STATUSES = ("upgraded", "skipped")
+DONE_STATUSES = ("upgraded", "skipped", "removed")
+RUNS_RELEASE = ("upgraded", "skipped")
 
 
 def _result(host_vars):
@@ -118,7 +120,11 @@ def rollout_hook(hostvars, hosts, phase, rollout):
     if not hosts or not_done:
         decision["reason"] = "not every host was upgraded: %s" % ", ".join(not_done or ["no hosts"])
         return decision
-    decision.update(run=True, host=hosts[0], reason="every host runs the release")
+    running = [host for host, result in zip(hosts, results) if result.get("status") in RUNS_RELEASE]
+    if not running:
+        decision["reason"] = "no host runs the release: the instance was removed from every host"
+        return decision
+    decision.update(run=True, host=running[0], reason="every host was upgraded or had nothing to change")
     return decision
 
 

@@ -89,7 +89,8 @@ options:
         C(preload_app)) imports the code its working directory path holds at that moment. With this on, the
         release link is pointed back at the old master's release first, so the old code comes back; the result's
         RV(release_link_restored) says so. A link that O(release) switched is pointed back at the start of any
-        rollback, drained or not.
+        rollback, drained or not and whatever this option says, and after a failure that did not roll back while
+        the old master serves alone.
       - The old release is the directory directly under the instance's C(releases/) (from the manifest's C(root),
         else beside the link) that the old master's working directory names; it must be a real directory owned by
         root, reached without symlinks. Otherwise the link is left as it is and the failure message says why.
@@ -105,6 +106,7 @@ options:
       - The directory must be a real directory owned by root and not writable by others, reached without
         symlinks; the link is swapped atomically. A rollback points the link back at the old master's release
         (O(restore_release_link)).
+      - The switch is refused when a rollback could not find the old master's release to point the link back at.
       - Without it the upgrade starts whatever the link names already.
     type: str
 attributes:
@@ -493,7 +495,7 @@ class Upgrade:
         self.signal(self.old_pid, "SIGTERM", "term_old")
 
     def act_rollback_hup_old(self, _step):
-        self.restore_release_link()
+        self.restore_release_link(switched_here=bool(self.release_switched))
         self.signal(self.old_pid, "SIGHUP", "hup_old")
 
     def act_term_new(self, _step):
@@ -526,7 +528,7 @@ class Upgrade:
         self.enter("rollback_restore", "after %s failed" % step["phase"])
         if self.release_switched:
             # The link this upgrade switched goes back first: an old worker that dies now is re-spawned from it.
-            self.restore_release_link()
+            self.restore_release_link(switched_here=True)
 
     def act_rolled_back(self, _step):
         self.leave(True, "old master %d healthy" % self.old_pid)
@@ -573,12 +575,13 @@ class Upgrade:
             )
         return ""
 
-    def restore_release_link(self):
+    def restore_release_link(self, switched_here=False):
         """Point the release link back at the old master's release, so its re-spawned workers run the old code.
 
         The link is the manifest's `current` (or release_link), the target a real directory directly under the
-        instance's releases/ named by the old master's working directory; see release_plan."""
-        if not self.params["restore_release_link"]:
+        instance's releases/ named by the old master's working directory; see release_plan. A link this upgrade
+        switched itself (option release) goes back whatever restore_release_link says."""
+        if not self.params["restore_release_link"] and not switched_here:
             self.notes.append("the old master's new workers import the code its working directory holds now")
             return
         release = self.release
@@ -633,7 +636,23 @@ class Upgrade:
             **result,
         )
 
+    def restore_switched_link_if_old_serves_alone(self):
+        """After a failure that did not roll back (a refused signal, a timeout, a failed rollback): a link this
+        upgrade switched goes back while the old master serves alone, so that a restart does not start the
+        release that never took over. With both masters alive (on_failure=leave) it stays, and a note says so."""
+        if not self.release_switched or self.release_restored:
+            return
+        if proc.alive(self.old_pid) and not (self.new_pid and proc.alive(self.new_pid)):
+            self.restore_release_link(switched_here=True)
+        else:
+            self.notes.append(
+                "left %s at %s: the old master does not serve alone"
+                % (self.release_switched["link"], self.release_switched["to"])
+            )
+
     def finish_failure(self, phase, reason, rolled_back):
+        if not rolled_back:
+            self.restore_switched_link_if_old_serves_alone()
         result = self.result()
         result["failed_phase"] = phase
         result["rolled_back"] = rolled_back
@@ -704,39 +723,56 @@ def release_plan(link_option, manifest, cwd):
     return plan
 
 
-def switch_release(module, found, release, name):
-    """Phase switch: point the release link at releases/<name> (trust.swap_current checks the link and the
-    target). Returns {link, from, to}, or None when the link names it already; fails the module, with nothing
-    signalled and the link as it was, when the switch is refused."""
-    phases = found["phases"]
-    phases.start("switch")
-    problem = None
+def switch_problem(release, name):
+    """Why the release link cannot be switched to releases/<name>, or None (release_plan's link and tree, the way
+    back a rollback needs, and trust's checks of the link and the target)."""
     if not release["link"] or not release["releases"]:
-        problem = "no release link to switch: no trusted instance manifest and no release_link option"
-    else:
+        return "no release link to switch: no trusted instance manifest and no release_link option"
+    if release["problem"]:
+        # A rollback could not point the link back at the old master's release.
+        return "the way back is unknown: %s" % release["problem"]
+    reason = trust.judge_link(release["link"]) or trust.judge_release_target(release["releases"], name)
+    if reason:
+        return "%s not switched to release %s: %s" % (release["link"], name, reason)
+    return None
+
+
+def refuse_switch(module, found, problem):
+    """Fail the module in phase switch, with nothing signalled and the link as it was."""
+    found["phases"].end(False, problem)
+    module.fail_json(
+        msg="upgrade failed in phase switch: %s" % problem,
+        changed=False,
+        failed_phase="switch",
+        rolled_back=False,
+        old_master=found["pid"],
+        release_switched=None,
+        signals=[],
+        phases=found["phases"].items,
+        flavour=found["flavour"],
+        unit=found["unit"],
+        notes=found["notes"],
+    )
+
+
+def switch_release(module, found, release, name):
+    """Phase switch: point the release link at releases/<name>. Returns {link, from, to}, or None when the link
+    names it already; fails the module (refuse_switch) when the switch is refused."""
+    found["phases"].start("switch")
+    problem = switch_problem(release, name)
+    if not problem:
         target = os.path.join(release["releases"], name)
         try:
             previous = os.readlink(release["link"])
             if previous == target:
-                phases.end(True, "%s names %s already" % (release["link"], target))
+                found["phases"].end(True, "%s names %s already" % (release["link"], target))
                 return None
             previous = trust.swap_current(release["link"], release["releases"], name)
         except (trust.Refused, OSError) as exc:
             problem = "%s not switched to release %s: %s" % (release["link"], name, exc)
     if problem:
-        phases.end(False, problem)
-        module.fail_json(
-            msg="upgrade failed in phase switch: %s" % problem,
-            changed=False,
-            failed_phase="switch",
-            rolled_back=False,
-            old_master=found["pid"],
-            phases=phases.items,
-            flavour=found["flavour"],
-            unit=found["unit"],
-            notes=found["notes"],
-        )
-    phases.end(True, "%s: %s to %s" % (release["link"], previous, target))
+        refuse_switch(module, found, problem)
+    found["phases"].end(True, "%s: %s to %s" % (release["link"], previous, target))
     return {"link": release["link"], "from": previous, "to": target}
 
 
@@ -822,9 +858,11 @@ def main():
     if module.check_mode:
         stale = target["pidfile"] and os.path.lexists(target["pidfile"] + ".2")
         if params["release"] is not None:
-            notes.append(
-                "would point %s at release %s first" % (release["link"] or "the release link", params["release"])
-            )
+            problem = switch_problem(release, params["release"])
+            if problem:
+                phases.start("switch")
+                refuse_switch(module, found, problem)
+            notes.append("would point %s at release %s first" % (release["link"], params["release"]))
         operation.check_mode_exit(
             module,
             found,
@@ -841,6 +879,7 @@ def main():
             failed_phase=None,
             rolled_back=False,
             release_link_restored=None,
+            release_switched=None,
             duration=0.0,
             notes=notes + (["would remove stale %s.2" % target["pidfile"]] if stale else []),
         )

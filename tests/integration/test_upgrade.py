@@ -137,6 +137,9 @@ def test_upgrade_switches_the_release_link_after_its_checks(make_site, load, mod
     site.switch("v1")
     site.start()
     old_master = site.master_pid()
+    checked = module("gunicorn_upgrade", upgrade_args(site, release="v2"), check_mode=True)
+    assert not checked.get("failed") and any("would point" in note for note in checked["notes"]), checked
+    assert os.readlink(site.current) == str(site.root / "releases" / "v1")
     with load(site.url, threads=4, seconds=60, max_requests=30000) as traffic:
         result = module("gunicorn_upgrade", upgrade_args(site, release="v2"))
     site.track()
@@ -155,25 +158,28 @@ def test_upgrade_switches_the_release_link_after_its_checks(make_site, load, mod
 
 
 @pytest.mark.parametrize(
-    ("release", "problem"),
+    ("release", "problem", "phase"),
     [
-        ("v3", "v3 cannot be read"),  # no such release
-        ("../v1", "is not a release directory's name"),
-        ("v2\n", "is not a release directory's name"),  # a full-string check: no trailing newline slips through
+        ("v3", "v3 cannot be read", "switch"),  # no such release
+        ("../v1", "is not a release directory's name", None),  # refused with the options
+        ("v2\n", "is not a release directory's name", None),  # a full-string check: no trailing newline slips in
     ],
 )
-def test_a_release_that_cannot_be_switched_to_changes_nothing(make_site, module, release, problem):
+def test_a_release_that_cannot_be_switched_to_changes_nothing(make_site, module, release, problem, phase):
     site = make_site(kind="wsgi", worker_class="sync", arbiter="graceful", workers=1)
     site.release("v1", "1.0.0")
     site.release("v2", "2.0.0")
     site.switch("v1")
     site.start()
     old_master = site.master_pid()
+    checked = module("gunicorn_upgrade", upgrade_args(site, release=release), check_mode=True)
+    assert checked["failed"] is True and problem in checked["msg"], checked["msg"]
     result = module("gunicorn_upgrade", upgrade_args(site, release=release))
     site.track()
     assert result["failed"] is True
     assert problem in result["msg"], result["msg"]
-    assert result.get("signals", []) == []
+    if phase:
+        assert result["failed_phase"] == phase and result["signals"] == [] and result["release_switched"] is None
     assert os.readlink(site.current) == str(site.root / "releases" / "v1")
     assert site.master_pid() == old_master
     assert site.version() == "1.0.0"

@@ -185,3 +185,11 @@ def test_run_once_settings_that_cannot_work_are_refused(tmp_path):
     assert found.startswith("gunicorn_run_once_on") and "host or controller" in found
     (found,) = problems_for("reload", gunicorn_hook_dirs=dirs, gunicorn_before_switch_tasks=str(hook))
     assert found.startswith("gunicorn_before_switch_tasks") and "reload" in found
+
+
+def test_after_rollout_counts_a_removal_as_done_and_runs_where_the_release_runs():
+    hostvars = {"a": done("removed"), "b": done("upgraded")}
+    decision = rollout_hook(hostvars, ["a", "b"], "after_rollout", ROLLOUT)
+    assert (decision["run"], decision["host"]) == (True, "b")
+    decision = rollout_hook({"a": done("removed")}, ["a"], "after_rollout", ROLLOUT)
+    assert decision["run"] is False and "removed" in decision["reason"]
