@@ -107,37 +107,27 @@ class Fleet:
         print("\n".join(line for line in tail if line.strip()), flush=True)
         return result
 
-    def info(self) -> dict:
-        """gunicorn_info on every host: {host: result}."""
-        tree = self.out / f"info-{time.monotonic_ns()}"
+    def ad_hoc(self, module: str, args: str, *, check: bool = False) -> dict:
+        """An ad-hoc run of `module` on every host: {host: its JSON result}, for the hosts that gave one."""
+        tree = self.out / f"ad-hoc-{time.monotonic_ns()}"
         subprocess.run(
-            [str(BIN / "ansible"), "-i", str(self.inventory), "gunicorn_hosts", "-m", "graceful.gunicorn.gunicorn_info",
-             "-a", f"instance={INSTANCE}", "--tree", str(tree)],
-            capture_output=True, text=True, check=False,
+            [str(BIN / "ansible"), "-i", str(self.inventory), "gunicorn_hosts", "-m", module, "-a", args,
+             "--tree", str(tree)],
+            capture_output=True, text=True, check=check,
         )  # fmt: skip
         return {host: json.loads((tree / host).read_text()) for host in self.hosts if (tree / host).exists()}
 
+    def info(self) -> dict:
+        """gunicorn_info on every host: {host: result}."""
+        return self.ad_hoc("graceful.gunicorn.gunicorn_info", f"instance={INSTANCE}")
+
     def read(self, path: str) -> dict:
         """The file at `path` on every host that has it: {host: text}."""
-        tree = self.out / f"read-{time.monotonic_ns()}"
-        subprocess.run(
-            [str(BIN / "ansible"), "-i", str(self.inventory), "gunicorn_hosts", "-m", "ansible.builtin.slurp",
-             "-a", f"src={path}", "--tree", str(tree)],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        found = {}
-        for host in self.hosts:
-            result = json.loads((tree / host).read_text()) if (tree / host).exists() else {}
-            if "content" in result:
-                found[host] = base64.b64decode(result["content"]).decode()
-        return found
+        results = self.ad_hoc("ansible.builtin.slurp", f"src={path}")
+        return {host: base64.b64decode(r["content"]).decode() for host, r in results.items() if "content" in r}
 
     def forget(self, path: str) -> None:
-        subprocess.run(
-            [str(BIN / "ansible"), "-i", str(self.inventory), "gunicorn_hosts", "-m", "ansible.builtin.file",
-             "-a", f"path={path} state=absent"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+        self.ad_hoc("ansible.builtin.file", f"path={path} state=absent", check=True)
 
     def served(self) -> dict:
         versions = {}

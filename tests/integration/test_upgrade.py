@@ -45,11 +45,16 @@ def upgrade_args(site, **extra):
     return args
 
 
-def two_releases(site, v2_behaviour="ok"):
+def serving_v1_beside_v2(site, v2_behaviour="ok"):
+    """v1 serving through `current`, v2 installed beside it: an upgrade with release=v2 switches the link."""
     site.release("v1", "1.0.0")
     site.release("v2", "2.0.0", behaviour=v2_behaviour)
     site.switch("v1")
     site.start()
+
+
+def two_releases(site, v2_behaviour="ok"):
+    serving_v1_beside_v2(site, v2_behaviour)
     site.switch("v2")
 
 
@@ -132,10 +137,7 @@ def test_bad_release_rolls_back_and_v1_keeps_serving(make_site, load, module, be
 def test_upgrade_switches_the_release_link_after_its_checks(make_site, load, module):
     """release= points `current` at the release in phase switch, right before SIGUSR2; no request fails."""
     site = make_site(kind="wsgi", worker_class="gthread", arbiter="graceful", workers=2)
-    site.release("v1", "1.0.0")
-    site.release("v2", "2.0.0")
-    site.switch("v1")
-    site.start()
+    serving_v1_beside_v2(site)
     old_master = site.master_pid()
     checked = module("gunicorn_upgrade", upgrade_args(site, release="v2"), check_mode=True)
     assert not checked.get("failed") and any("would point" in note for note in checked["notes"]), checked
@@ -167,10 +169,7 @@ def test_upgrade_switches_the_release_link_after_its_checks(make_site, load, mod
 )
 def test_a_release_that_cannot_be_switched_to_changes_nothing(make_site, module, release, problem, phase):
     site = make_site(kind="wsgi", worker_class="sync", arbiter="graceful", workers=1)
-    site.release("v1", "1.0.0")
-    site.release("v2", "2.0.0")
-    site.switch("v1")
-    site.start()
+    serving_v1_beside_v2(site)
     old_master = site.master_pid()
     checked = module("gunicorn_upgrade", upgrade_args(site, release=release), check_mode=True)
     assert checked["failed"] is True and problem in checked["msg"], checked["msg"]
@@ -187,10 +186,7 @@ def test_a_release_that_cannot_be_switched_to_changes_nothing(make_site, module,
 
 def test_a_switched_release_that_fails_is_rolled_back_with_its_link(make_site, load, module):
     site = make_site(kind="wsgi", worker_class="sync", arbiter="graceful", workers=2)
-    site.release("v1", "1.0.0")
-    site.release("v2", "2.0.0", behaviour="import-error")
-    site.switch("v1")
-    site.start()
+    serving_v1_beside_v2(site, v2_behaviour="import-error")
     old_master = site.master_pid()
     with load(site.url, threads=4, seconds=60, max_requests=30000) as traffic:
         result = module("gunicorn_upgrade", upgrade_args(site, release="v2", timeout=10, spawn_timeout=10))
