@@ -88,7 +88,10 @@ def rollout_budget(hostvars, hosts, max_fail_percentage, hooks=None):
     hosts = list(hosts)
     failed = [host for host in hosts if host in hostvars and host_failed(hostvars[host])]
     before_switch = (hooks or {}).get("before_switch") if isinstance(hooks, Mapping) else None
-    hook_failed = isinstance(before_switch, Mapping) and before_switch.get("ok") is False
+    # Run but not passed: failed, or its host left the play before the outcome was recorded.
+    hook_failed = (
+        isinstance(before_switch, Mapping) and bool(before_switch.get("run")) and before_switch.get("ok") is not True
+    )
     return {"failed": failed, "exceeded": hook_failed or len(failed) * 100 > len(hosts) * budget}
 
 

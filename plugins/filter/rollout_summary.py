@@ -143,7 +143,8 @@ def hook_entry(hook):
         status, message = "ok", ""
     else:
         status = "failed"
-        message = to_text(hook.get("message") or "the tasks did not finish")
+        # No outcome recorded: the host left the play while the tasks ran.
+        message = to_text(hook.get("message") or "%s stopped answering while the tasks ran" % hook.get("host"))
     return {
         "tasks": optional_text(hook.get("tasks")),
         "status": status,

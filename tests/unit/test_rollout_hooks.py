@@ -105,9 +105,12 @@ def test_a_failed_task_before_the_switch_stops_the_rollout_whatever_the_budget()
     hostvars = {"a": done("failed", failed_phase="before_switch"), "b": staged()}
     hooks = {"before_switch": {"run": True, "host": "a", "ok": False, "message": "migration failed"}}
     assert rollout_budget(hostvars, ["a", "b"], 100, hooks=hooks)["exceeded"] is True
-    assert rollout_budget(hostvars, ["a", "b"], 100, hooks={"before_switch": {"ok": True}})["exceeded"] is False
+    passed = {"before_switch": {"run": True, "ok": True}}
+    assert rollout_budget(hostvars, ["a", "b"], 100, hooks=passed)["exceeded"] is False
+    # run without an outcome: its host left the play in the middle of the task file
+    assert rollout_budget(hostvars, ["a", "b"], 100, hooks={"before_switch": {"run": True}})["exceeded"] is True
     # a failure after the rollout stops nothing: every host has switched already
-    after = {"after_rollout": {"ok": False}}
+    after = {"after_rollout": {"run": True, "ok": False}}
     assert rollout_budget({"a": done("upgraded")}, ["a"], 0, hooks=after)["exceeded"] is False
 
 
@@ -193,3 +196,11 @@ def test_after_rollout_counts_a_removal_as_done_and_runs_where_the_release_runs(
     assert (decision["run"], decision["host"]) == (True, "b")
     decision = rollout_hook({"a": done("removed")}, ["a"], "after_rollout", ROLLOUT)
     assert decision["run"] is False and "removed" in decision["reason"]
+
+
+def test_summary_takes_run_once_tasks_without_an_outcome_as_failed():
+    hook = rollout_hook({"a": staged()}, ["a"], "before_switch", ROLLOUT)
+    summary = rollout_summary({"a": staged()}, ["a"], [], ROLLOUT, hooks={"before_switch": hook})
+    assert summary["hooks"]["before_switch"]["status"] == "failed"
+    assert summary["hooks"]["before_switch"]["message"] == "a stopped answering while the tasks ran"
+    assert summary["ok"] is False
