@@ -3,6 +3,8 @@
 #   make test   lint, unit and integration tests, the molecule scenarios and the AWX jobs on local test hosts
 #   make arbiter-wheel  rebuild the arbiter wheel the role ships, after a change in arbiter/
 #   make change-proof  every kind of change (environment, secret, config, workers, code, binds, unit, removal) under load
+#   make bench-airflow  Airflow's API server under periodic refreshes: AirflowArbiter beside the graceful arbiter
+#   make test-airflow  examples/airflow on a test host: deployed, refreshed and upgraded under load
 # Both run as root on Debian or Ubuntu: the test hosts are systemd-nspawn containers on a bridge.
 
 SHELL := /bin/bash
@@ -23,7 +25,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help deps venv collection wheelhouse lint ruff yamllint ansible-lint sanity galaxy-import docs-lint unit \
-        integration molecule awx hosts test demo rollout-proof change-proof bench-fleet lab-down build clean arbiter-wheel
+        integration molecule awx hosts test demo rollout-proof change-proof bench-fleet bench-airflow test-airflow airflow-wheelhouse lab-down build clean arbiter-wheel
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -150,6 +152,37 @@ bench-fleet: deps venv collection wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
 	$(BIN)/python tests/lab/lab.py run --name fleet --hosts $(HOSTS) -- \
 		$(BIN)/python bench/fleet.py --unstaged-hosts $(UNSTAGED_HOSTS)
+
+# Airflow's API server under periodic worker refreshes, on loopback: Airflow's own gunicorn master, the graceful
+# arbiter without and with the master's warm-up, and uvicorn, in alternating rounds (bench/airflow_refresh.py).
+AIRFLOW_VENV := $(BUILD)/airflow/venv
+AIRFLOW_ROUNDS ?= 3
+AIRFLOW_SECONDS ?= 45
+AIRFLOW_INTERVAL ?= 10
+ARBITER_WHEEL := roles/server/files/graceful_gunicorn_arbiter-0.1.0-py3-none-any.whl
+
+$(AIRFLOW_VENV)/.installed: examples/airflow/requirements.txt $(ARBITER_WHEEL)
+	rm -rf $(AIRFLOW_VENV)
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install -q -r examples/airflow/requirements.txt
+	$(AIRFLOW_VENV)/bin/pip install -q --no-deps $(ARBITER_WHEEL)
+	touch $@
+
+bench-airflow: deps venv $(AIRFLOW_VENV)/.installed
+	$(BIN)/python bench/airflow_refresh.py --venv $(AIRFLOW_VENV) --rounds $(AIRFLOW_ROUNDS) \
+		--seconds $(AIRFLOW_SECONDS) --interval $(AIRFLOW_INTERVAL)
+
+# examples/airflow on one test host, from a wheelhouse of its own with Airflow's pinned packages
+# (tests/proof/airflow_proof.py): deployed, then refreshed and upgraded with its migration under load.
+AIRFLOW_WHEELHOUSE := $(BUILD)/wheelhouse-airflow
+
+airflow-wheelhouse: venv
+	$(BIN)/python tests/lab/build_wheelhouse.py --out $(AIRFLOW_WHEELHOUSE) --also examples/airflow/requirements.txt
+
+test-airflow: deps venv collection airflow-wheelhouse
+	$(BIN)/python tests/lab/lab.py rootfs
+	$(BIN)/python tests/lab/lab.py run --name airflow --hosts 1 -- \
+		$(BIN)/python tests/proof/airflow_proof.py --wheelhouse $(AIRFLOW_WHEELHOUSE)
 
 lab-down:
 	$(BIN)/python tests/lab/lab.py down --name demo

@@ -119,7 +119,9 @@ def build(src, cache_dir):
     if not (os.path.isfile(path) and _tar_manifest(path) == manifest):
         fd, tmp = tempfile.mkstemp(prefix=".%s." % name, dir=cache_dir)
         try:
-            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            # POSIX pax: a wheel's name can exceed ustar's 100 characters (several manylinux tags), and pax
+            # records it in an extended header; shorter names give the same bytes as ustar.
+            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 data = manifest.encode("utf-8")
                 tar.addfile(_member(MANIFEST, len(data)), io.BytesIO(data))
                 for dist in names:

@@ -407,11 +407,25 @@ def second_master_refusal(snap, old_pid):
     return None
 
 
-def flavour_of(snapshot, requested):
-    """'graceful' or 'stock': as requested, or detected from the master's command line."""
+def asks_channel(snapshot, requested):
+    """Whether to ask the master's control socket before choosing the flavour (see flavour_of)."""
+    if requested in ("graceful", "stock"):
+        return requested == "graceful"
+    return (snapshot.get("master") or {}).get("flavour") in ("graceful", "unknown")
+
+
+def flavour_of(snapshot, requested, answers_channel=False):
+    """'graceful' or 'stock': as requested, or detected from the master's command line.
+
+    A process title (setproctitle, which apps such as Airflow install) replaces the command line with
+    "gunicorn: master [name]": the flavour is then "unknown", and a master that answers the bundled arbiter's
+    channel for its own PID (`answers_channel`) is the bundled arbiter.
+    """
     if requested in ("graceful", "stock"):
         return requested
     flavour = (snapshot.get("master") or {}).get("flavour")
+    if flavour == "unknown":
+        return "graceful" if answers_channel else "stock"
     return "graceful" if flavour == "graceful" else "stock"
 
 

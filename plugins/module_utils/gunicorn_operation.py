@@ -146,8 +146,10 @@ def preflight(module, operation, extra_checks=None, refusal_result=None):
         module.fail_json(msg=str(exc), changed=False, failed_phase="preflight", phases=phases.items, **extra)
     pid, unit, notes = identity.pid, identity.unit, identity.notes
     before = proc.snapshot(pid, target["pidfile"], params["worker_ready_seconds"], identity.judge_new_pid)
-    flavour = common.flavour_of(before, params["arbiter"])
-    status = channel.status(target["control_socket"], pid) if flavour == "graceful" else None
+    status = channel.status(target["control_socket"], pid) if common.asks_channel(before, params["arbiter"]) else None
+    flavour = common.flavour_of(before, params["arbiter"], answers_channel=status is not None)
+    if flavour == "stock":
+        status = None
     found = dict(
         operation=operation,
         target=target,

@@ -1,4 +1,4 @@
-"""AWX jobs of the examples/awx wrappers on three lab hosts: a Limit, an unreachable host, a relaunch.
+"""AWX jobs of the examples/awx wrappers on three lab hosts: a Limit, a failed migration, a relaunch, unreachable hosts.
 
 Each test launches what an AWX user launches (the upgrade job template with survey-upgrade.json's
 answers, optionally a Limit) and asserts what AWX shows for the job: its exit status, the recap's
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import APP_PACKAGE, BROKEN_RELEASE, INSTANCE, OUT, survey_answers
+from harness import APP_PACKAGE, BROKEN_RELEASE, INSTANCE, OUT, REPO, survey_answers
 
 
 class Checks:
@@ -56,11 +56,68 @@ def summary_hosts(job) -> dict:
     return (job.summary or {}).get("hosts") or {}
 
 
-def test_limit_to_one_host(deployed, run_job):
+MIGRATE_TASKS = REPO / "examples" / "run_once" / "migrate.yml"
+MIGRATION_BLOCKER = "/etc/graceful-awx-block-migration"
+MIGRATION_MARK = "/tmp/graceful-awx-migration.json"
+# The "migration": refused while the blocker exists on the host, else it records the release's code version and what
+# `current` named while it ran.
+MIGRATION = (
+    "import json, os, sys, graceful_demo_asgi as app; "
+    f"os.path.exists({MIGRATION_BLOCKER!r}) and sys.exit('the schema migration failed: blocked'); "
+    "mark = {'version': app.__version__, 'current': os.readlink('/srv/gunicorn/demo/current')}; "
+    f"json.dump(mark, open({MIGRATION_MARK!r}, 'w'))"
+)
+
+
+def migration_host_vars(lab) -> dict:
+    """The run-once migration before the first switch, set in the inventory as AWX users must (not in a survey)."""
+    hook = {"gunicorn_before_switch_tasks": str(MIGRATE_TASKS), "gunicorn_migrate_argv": ["python", "-c", MIGRATION]}
+    return {host: dict(hook) for host in lab.names}
+
+
+def test_limit_to_one_host_with_a_migration_that_fails_then_passes_on_relaunch(deployed, run_job):
     lab = deployed
     first, second, third = lab.names
     before = lab.fleet()
-    job = run_job("limit-one-host", "upgrade.yml", upgrade_answers("2.0.0"), limit=first)
+    lab.ssh(first, "rm", "-f", MIGRATION_MARK)
+    lab.ssh(first, "touch", MIGRATION_BLOCKER)
+    try:
+        failed = run_job(
+            "limit-migration-fails",
+            "upgrade.yml",
+            upgrade_answers("2.0.0"),
+            limit=first,
+            host_overrides=migration_host_vars(lab),
+        )
+    finally:
+        lab.ssh(first, "rm", "-f", MIGRATION_BLOCKER)
+    between = lab.fleet()
+
+    check = Checks(failed)
+    check(failed.rc != 0 and failed.status == "failed", f"the job fails (rc {failed.rc}, status {failed.status})")
+    check(failed.failed_hosts == {first}, f"the recap's failed hosts are {first} alone ({sorted(failed.failed_hosts)})")
+    hook = ((failed.summary or {}).get("hooks") or {}).get("before_switch") or {}
+    check(
+        hook.get("status") == "failed" and hook.get("host") == first and "blocked" in hook.get("message", ""),
+        f"the summary says the migration failed on {first}, and why ({hook})",
+    )
+    mine = summary_hosts(failed).get(first, {})
+    check(
+        mine.get("status") == "failed" and mine.get("failed_phase") == "before_switch",
+        f"the summary has {first} failed before the switch ({mine})",
+    )
+    for host in lab.names:
+        check(between[host] == before[host], f"{host} untouched: {before[host]} -> {between[host]}")
+    check.verify()
+
+    # AWX's "relaunch on failed hosts", once the migration can pass: the same job, limited to the failed hosts.
+    job = run_job(
+        "limit-one-host",
+        "upgrade.yml",
+        upgrade_answers("2.0.0"),
+        limit=",".join(sorted(failed.failed_hosts)),
+        host_overrides=migration_host_vars(lab),
+    )
     after = lab.fleet()
 
     check = Checks(job)
@@ -74,6 +131,13 @@ def test_limit_to_one_host(deployed, run_job):
     check(after[first]["main_pid"] != before[first]["main_pid"], f"{first} has a new master")
     for host in (second, third):
         check(after[host] == before[host], f"{host} untouched: {before[host]} -> {after[host]}")
+    mark = json.loads(lab.ssh(first, "cat", MIGRATION_MARK) or "{}")
+    check(
+        mark.get("version") == "2.0.0" and mark.get("current", "").endswith("/1.0.0"),
+        f"the migration ran on {first} with the 2.0.0 code while current named 1.0.0 ({mark})",
+    )
+    hook = ((job.summary or {}).get("hooks") or {}).get("before_switch") or {}
+    check(hook.get("status") == "ok" and hook.get("host") == first, f"the summary says the migration passed ({hook})")
     check(job.summary is not None, "the job stats hold gunicorn_rollout_summary")
     hosts = summary_hosts(job)
     check(set(hosts) == {first}, f"the summary names {first} alone (names {sorted(hosts)})")

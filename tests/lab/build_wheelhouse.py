@@ -8,7 +8,10 @@ Drills share no public version with a good release: `==3.0.0` would also match `
 ignores the local label of a candidate when the pin has none) and pip would pick the drill.
 It also holds a second gunicorn release (OTHER_RELEASES), so that a deploy can change `gunicorn_version`.
 
-    build_wheelhouse.py [--out build/wheelhouse]
+    build_wheelhouse.py [--out build/wheelhouse] [--also REQUIREMENTS ...]
+
+--also adds the wheels of more pinned requirements, for example examples/airflow/requirements.txt for
+make test-airflow (a wheelhouse of its own: the usual one stays small).
 """
 
 from __future__ import annotations
@@ -74,12 +77,15 @@ def source_digest(path: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "build/wheelhouse")
+    parser.add_argument("--also", type=Path, action="append", default=[], help="more requirements files to download")
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     # The hosts run Debian bookworm's CPython 3.11 on the controller's architecture.
     target = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "-d", str(out)]
     pip("download", *target, "-r", str(REPO / "tests/lab/wheelhouse-requirements.txt"))
+    for requirements in args.also:
+        pip("download", *target, "-r", str(requirements))
     for requirement in OTHER_RELEASES:
         pip("download", *target, "--no-deps", requirement)
     for old in out.glob("graceful_gunicorn_arbiter-*.whl"):

@@ -54,6 +54,19 @@ def test_build_is_reproducible_and_named_by_content(wheelhouse, tmp_path):
     assert rebuilt["changed"] and rebuilt["name"] != first["name"]
 
 
+def test_a_wheel_name_longer_than_ustar_allows_is_packed_and_unpacked(wheelhouse, tmp_path):
+    # A real name from Airflow's dependencies: 101 characters, more than a ustar header holds.
+    long_name = "charset_normalizer-3.5.3-cp311-cp311-manylinux1_x86_64.manylinux_2_28_x86_64.manylinux_2_5_x86_64.whl"
+    assert len(long_name) > 100
+    (wheelhouse / long_name).write_bytes(b"charset wheel")
+    built = artifact.build(str(wheelhouse), str(tmp_path / "cache"))
+    assert long_name in built["distributions"]
+    assert artifact.build(str(wheelhouse), str(tmp_path / "again"))["sha256"] == built["sha256"]
+    dest = tmp_path / "host-wheelhouse"
+    unpack(built["path"], built["sha256"], dest)
+    assert (dest / long_name).read_bytes() == b"charset wheel"
+
+
 def test_build_refuses_a_wheelhouse_without_distributions(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(artifact.ArtifactError, match="holds no wheel"):

@@ -55,6 +55,32 @@ def test_classify_process_title():
     assert info["role"] == "worker"
 
 
+def snapshot_of(argv):
+    return {"master": {"flavour": proc.classify_cmdline(argv)["flavour"]}}
+
+
+TITLE = ["gunicorn: master [gunicorn-airflow-core]"]  # setproctitle, which Airflow installs, rewrote argv
+GRACEFUL = ["/srv/venv/bin/python3", "/srv/venv/bin/graceful-gunicorn", "-c", "/etc/g.py"]
+STOCK = ["/srv/venv/bin/python3", "/srv/venv/bin/gunicorn", "-c", "/etc/g.py"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "requested", "asks", "answers", "flavour"),
+    [
+        (TITLE, "auto", True, True, "graceful"),  # the title hides the command line: the channel tells
+        (TITLE, "auto", True, False, "stock"),
+        (GRACEFUL, "auto", True, False, "graceful"),  # the channel may be off: the command line is enough
+        (STOCK, "auto", False, False, "stock"),
+        (STOCK, "graceful", True, True, "graceful"),  # as requested
+        (TITLE, "stock", False, False, "stock"),
+    ],
+)
+def test_flavour_when_a_process_title_hides_the_command_line(argv, requested, asks, answers, flavour):
+    snap = snapshot_of(argv)
+    assert common.asks_channel(snap, requested) is asks
+    assert common.flavour_of(snap, requested, answers_channel=answers) == flavour
+
+
 @pytest.mark.parametrize(("mtime", "seen"), [(None, False), (1.7e9, False), (12345.6, True)])
 def test_heartbeat_seen(mtime, seen):
     assert proc.heartbeat_seen(mtime) is seen
