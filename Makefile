@@ -159,7 +159,7 @@ AIRFLOW_VENV := $(BUILD)/airflow/venv
 AIRFLOW_ROUNDS ?= 3
 AIRFLOW_SECONDS ?= 45
 AIRFLOW_INTERVAL ?= 10
-ARBITER_WHEEL := roles/server/files/graceful_gunicorn_arbiter-0.1.0-py3-none-any.whl
+ARBITER_WHEEL := $(wildcard roles/server/files/graceful_gunicorn_arbiter-*.whl)
 
 $(AIRFLOW_VENV)/.installed: examples/airflow/requirements.txt $(ARBITER_WHEEL)
 	rm -rf $(AIRFLOW_VENV)

@@ -32,12 +32,10 @@ Every process it starts is stopped by its PID.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,12 +45,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "arbiter" / "src"))
 sys.path.insert(0, str(ROOT / "tests" / "load"))
 
 import loadgen  # noqa: E402  tests/load/loadgen.py: the recording load client
-
-from graceful_arbiter.memory import read_usage  # noqa: E402
+from processes import children, stop_tree, tree_pss  # noqa: E402  bench/processes.py
 
 LOADGEN = ROOT / "tests" / "load" / "loadgen.py"
 HEALTH_PATH = "/api/v2/monitor/health"
@@ -69,30 +65,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def children(pid: int) -> set[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return {int(p) for p in f.read().split()}
-    except OSError:
-        return set()
-
-
-def tree(pid: int) -> list[int]:
-    pids = [pid]
-    for child in children(pid):
-        pids.extend(tree(child))
-    return pids
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of a process in clock ticks since boot, None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 class CycleWatch:
@@ -115,10 +87,10 @@ class CycleWatch:
         self._thread.join(timeout=5)
 
     def _run(self):
-        settled = children(self.master)
+        settled = set(children(self.master))
         old, started = None, 0.0
         while not self._stop.wait(self.interval):
-            now, current = time.monotonic(), children(self.master)
+            now, current = time.monotonic(), set(children(self.master))
             if old is None:
                 if current - settled and settled:
                     old, started, self.in_cycle = settled, now, True
@@ -193,24 +165,10 @@ class Server:
         return len(workers)
 
     def pss_mib(self) -> float:
-        return sum(read_usage(pid)["pss"] or 0 for pid in tree(self.proc.pid)) / 2**20
+        return tree_pss(self.proc.pid) / 2**20
 
     def stop(self) -> None:
-        # Before the master goes, since its workers are found through it: (pid, start time), so that a PID
-        # reused by another process since is left alone.
-        descendants = [(pid, process_start(pid)) for pid in tree(self.proc.pid)[1:]]
-        with contextlib.suppress(OSError):
-            os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        for pid, started in descendants:
-            if started is not None and process_start(pid) == started:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        stop_tree(self.proc, timeout=60)
         self._log.close()
 
 

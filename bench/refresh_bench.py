@@ -18,7 +18,6 @@ stopped by PID.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import multiprocessing
 import os
@@ -33,10 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "arbiter"))
 
+from processes import children, stop_tree, tree, tree_pss  # noqa: E402  bench/processes.py
 from tests.integration.harness import Load, free_port, wait_for  # noqa: E402
 
 from graceful_arbiter.client import master_socket_path, request  # noqa: E402
-from graceful_arbiter.memory import read_usage  # noqa: E402
 
 BIN = Path(sys.executable).parent
 APP_DIR = ROOT / "examples/apps/asgi"
@@ -100,34 +99,6 @@ class KeepAliveLoad:
             self._process.join()
 
 
-def process_start(pid: int) -> int | None:
-    """The start time of a process in clock ticks since boot, None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def tree(pid: int) -> list[int]:
-    pids = [pid]
-    for child in children(pid):
-        pids.extend(tree(child))
-    return pids
-
-
-def tree_pss(pid: int) -> int:
-    return sum(read_usage(p)["pss"] or 0 for p in tree(pid))
-
-
 class Server:
     def __init__(self, argv: list[str], env: dict, workdir: Path, app_dir: Path = APP_DIR):
         self.port = free_port()
@@ -160,21 +131,7 @@ class Server:
         wait_for(answers, timeout, what="server answering")
 
     def stop(self):
-        # Before the master goes, since its workers are found through it: (pid, start time), so
-        # that a PID reused by another process since is left alone.
-        workers = [(pid, process_start(pid)) for pid in tree(self.proc.pid)[1:]]
-        with contextlib.suppress(OSError):
-            os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        for pid, started in workers:  # a worker its master left behind
-            if started is not None and process_start(pid) == started:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        stop_tree(self.proc)
         self.log.close()
 
 

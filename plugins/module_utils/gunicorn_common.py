@@ -16,6 +16,7 @@ import subprocess
 import time
 
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_health as health
+from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_proc as proc
 from ansible_collections.graceful.gunicorn.plugins.module_utils import gunicorn_trust as trust
 
 
@@ -222,6 +223,12 @@ def parse_systemctl_show(text):
     return props
 
 
+def exec_start_program(value):
+    """The program of a unit's first ExecStart, from `systemctl show -p ExecStart` ("{ path=/x ; argv[]=... }")."""
+    match = re.search(r"\bpath=([^ ;]+)", value or "")
+    return match.group(1) if match else None
+
+
 def unit_state(unit, systemctl=None):
     """{'name', 'checked', 'reason', 'active_state', 'main_pid', 'load_state'} for a unit.
 
@@ -236,6 +243,7 @@ def unit_state(unit, systemctl=None):
         "main_pid": None,
         "load_state": None,
         "control_group": None,
+        "exec_start": None,
     }
     if not unit:
         state["reason"] = "no unit given"
@@ -257,6 +265,8 @@ def unit_state(unit, systemctl=None):
                 "MainPID",
                 "-p",
                 "ControlGroup",
+                "-p",
+                "ExecStart",
                 "--",
                 unit,
             ],
@@ -276,6 +286,7 @@ def unit_state(unit, systemctl=None):
     state["checked"] = True
     state["active_state"] = props.get("ActiveState")
     state["control_group"] = props.get("ControlGroup") or None
+    state["exec_start"] = exec_start_program(props.get("ExecStart"))
     try:
         state["main_pid"] = int(props.get("MainPID") or 0) or None
     except ValueError:
@@ -407,25 +418,18 @@ def second_master_refusal(snap, old_pid):
     return None
 
 
-def asks_channel(snapshot, requested):
-    """Whether to ask the master's control socket before choosing the flavour (see flavour_of)."""
-    if requested in ("graceful", "stock"):
-        return requested == "graceful"
-    return (snapshot.get("master") or {}).get("flavour") in ("graceful", "unknown")
-
-
-def flavour_of(snapshot, requested, answers_channel=False):
+def flavour_of(snapshot, requested, unit_program=None):
     """'graceful' or 'stock': as requested, or detected from the master's command line.
 
     A process title (setproctitle, which apps such as Airflow install) replaces the command line with
-    "gunicorn: master [name]": the flavour is then "unknown", and a master that answers the bundled arbiter's
-    channel for its own PID (`answers_channel`) is the bundled arbiter.
+    "gunicorn: master [name]": the flavour is then "unknown", and the program its unit starts decides
+    (`unit_program`, the unit's ExecStart: root-owned, unlike the title or the control socket).
     """
     if requested in ("graceful", "stock"):
         return requested
     flavour = (snapshot.get("master") or {}).get("flavour")
-    if flavour == "unknown":
-        return "graceful" if answers_channel else "stock"
+    if flavour == "unknown" and unit_program:
+        flavour = proc.classify_cmdline([unit_program])["flavour"]
     return "graceful" if flavour == "graceful" else "stock"
 
 

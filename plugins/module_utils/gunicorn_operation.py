@@ -146,10 +146,8 @@ def preflight(module, operation, extra_checks=None, refusal_result=None):
         module.fail_json(msg=str(exc), changed=False, failed_phase="preflight", phases=phases.items, **extra)
     pid, unit, notes = identity.pid, identity.unit, identity.notes
     before = proc.snapshot(pid, target["pidfile"], params["worker_ready_seconds"], identity.judge_new_pid)
-    status = channel.status(target["control_socket"], pid) if common.asks_channel(before, params["arbiter"]) else None
-    flavour = common.flavour_of(before, params["arbiter"], answers_channel=status is not None)
-    if flavour == "stock":
-        status = None
+    flavour = common.flavour_of(before, params["arbiter"], (unit or {}).get("exec_start"))
+    status = channel.status(target["control_socket"], pid) if flavour == "graceful" else None
     found = dict(
         operation=operation,
         target=target,

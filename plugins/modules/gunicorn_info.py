@@ -159,8 +159,12 @@ def gather(target, params):
     new_master = None
     if snap["new_master"]:
         new_master = dict(snap["new_master"], workers=snap["new_workers"])
+    # "unknown" when a process title hides the command line: the unit's program decides, as for the operations.
+    master = snap["master"]
+    if master is not None:
+        master = dict(master, flavour=common.flavour_of(snap, params["arbiter"], (unit or {}).get("exec_start")))
     return dict(
-        master=snap["master"],
+        master=master,
         workers=workers,
         worker_count=len(workers),
         ready_workers=sum(1 for w in workers if w["ready"]),

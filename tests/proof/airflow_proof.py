@@ -8,12 +8,12 @@ The example's own playbooks run against the lab hosts (put in the example's grou
 inventory group variables and only what a lab needs on top (tests/proof/airflow_vars.yml: binds on the bridge, a sqlite
 database, the wheelhouse; the secrets are made here, in a 0600 file). Steps, each checked:
 
-1. deploy release 3.3.2 (examples/airflow/deploy.yml): `airflow db migrate` ran once, before the first start; both
-   instances answer their health paths under base_url's prefix;
+1. deploy release 3.3.2 (examples/airflow/deploy.yml): `airflow db migrate` ran once, before the first host's turn
+   (so before the first start); both instances answer their health paths under base_url's prefix;
 2. examples/airflow/refresh.yml under load on both instances: every worker of both replaced, the masters kept, no
    request failed;
-3. deploy release 3.3.2-1 (the same packages in a new release directory) under load: the migration ran once, with
-   the new release, before the switch; both masters replaced (SIGUSR2); no request failed; both healthy.
+3. deploy release 3.3.2-1 (the same packages in a new release directory) under load: the migration ran once,
+   before the first host's turn; both masters replaced (SIGUSR2); no request failed; both healthy.
 
 It prints one line per check and exits 1 at the first that fails.
 """
@@ -126,8 +126,13 @@ class Proof:
         started = time.monotonic()
         log = self.playbook("deploy.yml")
         print(f"  deployed in {time.monotonic() - started:.0f} s")
-        self.check(log.count(MIGRATION_DONE) == 1, "airflow db migrate ran once")
+        self.migrated_once_before_the_turns(log)
         self.check(set(self.healthy().values()) == {200}, "both instances answer their health paths under /airflow")
+
+    def migrated_once_before_the_turns(self, log: str) -> None:
+        self.check(log.count(MIGRATION_DONE) == 1, "airflow db migrate ran once")
+        first_turn = log.find("TASK [Take this host's turn]")
+        self.check(0 <= log.find(MIGRATION_DONE) < first_turn, "the migration ran before the first host's turn")
 
     def refresh(self) -> None:
         rollout.say("refresh both instances under full-speed keep-alive load")
@@ -151,10 +156,7 @@ class Proof:
         before = {instance: self.info(instance) for instance in INSTANCES}
         log, report = self.under_load("airflow-upgrade", "deploy.yml", "-e", "gunicorn_release=3.3.2-1")
         after = {instance: self.info(instance) for instance in INSTANCES}
-        self.check(log.count(MIGRATION_DONE) == 1, "airflow db migrate ran once")
-        migrated_at = log.index(MIGRATION_DONE)
-        first_turn = log.find("TASK [Take this host's turn]")
-        self.check(0 <= migrated_at < first_turn, "the migration ran before the first host's turn")
+        self.migrated_once_before_the_turns(log)
         for instance in INSTANCES:
             for host in self.fleet.hosts:
                 old, new = before[instance][host]["master"]["pid"], after[instance][host]["master"]["pid"]

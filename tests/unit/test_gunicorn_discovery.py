@@ -62,23 +62,40 @@ def snapshot_of(argv):
 TITLE = ["gunicorn: master [gunicorn-airflow-core]"]  # setproctitle, which Airflow installs, rewrote argv
 GRACEFUL = ["/srv/venv/bin/python3", "/srv/venv/bin/graceful-gunicorn", "-c", "/etc/g.py"]
 STOCK = ["/srv/venv/bin/python3", "/srv/venv/bin/gunicorn", "-c", "/etc/g.py"]
+UNIT_GRACEFUL = "/srv/gunicorn/api/current/venv/bin/graceful-gunicorn"
+UNIT_STOCK = "/srv/gunicorn/api/current/venv/bin/gunicorn"
 
 
 @pytest.mark.parametrize(
-    ("argv", "requested", "asks", "answers", "flavour"),
+    ("argv", "requested", "unit_program", "flavour"),
     [
-        (TITLE, "auto", True, True, "graceful"),  # the title hides the command line: the channel tells
-        (TITLE, "auto", True, False, "stock"),
-        (GRACEFUL, "auto", True, False, "graceful"),  # the channel may be off: the command line is enough
-        (STOCK, "auto", False, False, "stock"),
-        (STOCK, "graceful", True, True, "graceful"),  # as requested
-        (TITLE, "stock", False, False, "stock"),
+        (TITLE, "auto", UNIT_GRACEFUL, "graceful"),  # the title hides the command line: the unit's program tells
+        (TITLE, "auto", UNIT_STOCK, "stock"),
+        (TITLE, "auto", None, "stock"),  # no unit: nothing root-owned says it is the bundled arbiter
+        (GRACEFUL, "auto", None, "graceful"),
+        (STOCK, "auto", UNIT_GRACEFUL, "stock"),  # a command line that says stock is not overruled
+        (TITLE, "graceful", None, "graceful"),  # as requested
+        (GRACEFUL, "stock", UNIT_GRACEFUL, "stock"),
     ],
 )
-def test_flavour_when_a_process_title_hides_the_command_line(argv, requested, asks, answers, flavour):
-    snap = snapshot_of(argv)
-    assert common.asks_channel(snap, requested) is asks
-    assert common.flavour_of(snap, requested, answers_channel=answers) == flavour
+def test_flavour_when_a_process_title_hides_the_command_line(argv, requested, unit_program, flavour):
+    assert common.flavour_of(snapshot_of(argv), requested, unit_program) == flavour
+
+
+@pytest.mark.parametrize(
+    ("value", "program"),
+    [
+        (
+            "{ path=/srv/gunicorn/api/current/venv/bin/graceful-gunicorn ; argv[]=/srv/gunicorn/api/current/venv/bin/"
+            "graceful-gunicorn -c /etc/gunicorn/api/gunicorn.conf.py app:app ; ignore_errors=no ; start_time=[n/a] }",
+            UNIT_GRACEFUL,
+        ),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_exec_start_program(value, program):
+    assert common.exec_start_program(value) == program
 
 
 @pytest.mark.parametrize(("mtime", "seen"), [(None, False), (1.7e9, False), (12345.6, True)])
@@ -141,6 +158,7 @@ def test_unit_state_without_unit():
         "main_pid": None,
         "load_state": None,
         "control_group": None,
+        "exec_start": None,
     }
 
 
