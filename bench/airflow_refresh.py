@@ -46,9 +46,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "load"))
+sys.path.insert(0, str(ROOT / "arbiter"))
 
 import loadgen  # noqa: E402  tests/load/loadgen.py: the recording load client
 from processes import children, stop_tree, tree_pss  # noqa: E402  bench/processes.py
+from tests.integration.harness import free_port  # noqa: E402  arbiter/tests/integration/harness.py
 
 LOADGEN = ROOT / "tests" / "load" / "loadgen.py"
 HEALTH_PATH = "/api/v2/monitor/health"
@@ -57,14 +59,6 @@ APP = "airflow.api_fastapi.main:app"
 SLOW_SECONDS = 1.0
 CLIENT_TIMEOUT = 10
 SERVERS = ("airflow", "graceful", "graceful+warmup", "uvicorn")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class CycleWatch:
@@ -172,13 +166,6 @@ class Server:
         self._log.close()
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
-
-
 def measure(server: Server, seconds: float, connections: int, workdir: Path) -> dict:
     server.wait_settled()
     time.sleep(2)  # past the first requests each worker answers
@@ -199,8 +186,8 @@ def measure(server: Server, seconds: float, connections: int, workdir: Path) -> 
         "requests": len(records),
         "failed": sum(1 for r in records if r["status"] != 200),
         "slow": sum(1 for latency in latencies if latency > SLOW_SECONDS),
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "p50_ms": (loadgen.percentile(latencies, 0.50) or float("nan")) * 1000,
+        "p99_ms": (loadgen.percentile(latencies, 0.99) or float("nan")) * 1000,
         "max_ms": max(latencies, default=float("nan")) * 1000,
         "cycles": len(watch.cycles),
         "cycle_s": statistics.median(watch.cycles) if watch.cycles else float("nan"),

@@ -70,12 +70,6 @@ class Proof:
                 },
                 handle,
             )
-        self.failed = False
-
-    def check(self, condition: bool, message: str) -> None:
-        print(f"  {'ok  ' if condition else 'FAIL'} {message}", flush=True)
-        if not condition:
-            raise rollout.StepFailed(message)
 
     def playbook(self, name: str, *extra: str) -> str:
         cmd = [
@@ -127,12 +121,12 @@ class Proof:
         log = self.playbook("deploy.yml")
         print(f"  deployed in {time.monotonic() - started:.0f} s")
         self.migrated_once_before_the_turns(log)
-        self.check(set(self.healthy().values()) == {200}, "both instances answer their health paths under /airflow")
+        rollout.check(set(self.healthy().values()) == {200}, "both instances answer their health paths under /airflow")
 
     def migrated_once_before_the_turns(self, log: str) -> None:
-        self.check(log.count(MIGRATION_DONE) == 1, "airflow db migrate ran once")
+        rollout.check(log.count(MIGRATION_DONE) == 1, "airflow db migrate ran once")
         first_turn = log.find("TASK [Take this host's turn]")
-        self.check(0 <= log.find(MIGRATION_DONE) < first_turn, "the migration ran before the first host's turn")
+        rollout.check(0 <= log.find(MIGRATION_DONE) < first_turn, "the migration ran before the first host's turn")
 
     def refresh(self) -> None:
         rollout.say("refresh both instances under full-speed keep-alive load")
@@ -144,12 +138,12 @@ class Proof:
                 old, new = before[instance][host], after[instance][host]
                 old_workers = {w["pid"] for w in old["workers"]}
                 new_workers = {w["pid"] for w in new["workers"]}
-                self.check(old["master"]["pid"] == new["master"]["pid"], f"{host} {instance}: the master was kept")
-                self.check(
+                rollout.check(old["master"]["pid"] == new["master"]["pid"], f"{host} {instance}: the master was kept")
+                rollout.check(
                     not old_workers & new_workers and len(new_workers) == len(old_workers),
                     f"{host} {instance}: all {len(old_workers)} workers replaced",
                 )
-        self.check(report["failed"] == 0, f"{report['failed']} of {report['sent']} requests failed")
+        rollout.check(report["failed"] == 0, f"{report['failed']} of {report['sent']} requests failed")
 
     def upgrade(self) -> None:
         rollout.say("deploy release 3.3.2-1 (a new release directory) under load, with the migration before the switch")
@@ -160,9 +154,9 @@ class Proof:
         for instance in INSTANCES:
             for host in self.fleet.hosts:
                 old, new = before[instance][host]["master"]["pid"], after[instance][host]["master"]["pid"]
-                self.check(old != new, f"{host} {instance}: a new master ({old} -> {new})")
-        self.check(report["failed"] == 0, f"{report['failed']} of {report['sent']} requests failed")
-        self.check(set(self.healthy().values()) == {200}, "both instances answer their health paths under /airflow")
+                rollout.check(old != new, f"{host} {instance}: a new master ({old} -> {new})")
+        rollout.check(report["failed"] == 0, f"{report['failed']} of {report['sent']} requests failed")
+        rollout.check(set(self.healthy().values()) == {200}, "both instances answer their health paths under /airflow")
 
 
 def main() -> int:
