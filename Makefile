@@ -5,6 +5,7 @@
 #   make change-proof  every kind of change (environment, secret, config, workers, code, binds, unit, removal) under load
 #   make bench-airflow  Airflow's API server under periodic refreshes: AirflowArbiter beside the graceful arbiter
 #   make test-airflow  examples/airflow on a test host: deployed, refreshed and upgraded under load
+#   make test-matrix  the support matrix: Debian bullseye and trixie hosts, gunicorn 25.1 to 27, ansible-core 2.17 to 2.20
 # Both run as root on Debian or Ubuntu: the test hosts are systemd-nspawn containers on a bridge.
 
 SHELL := /bin/bash
@@ -25,7 +26,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help deps venv collection wheelhouse lint ruff yamllint ansible-lint sanity galaxy-import docs-lint unit \
-        integration molecule awx hosts test demo rollout-proof change-proof bench-fleet bench-airflow test-airflow airflow-wheelhouse lab-down build clean arbiter-wheel
+        integration molecule awx hosts test demo rollout-proof change-proof bench-fleet bench-airflow test-airflow airflow-wheelhouse test-matrix lab-down build clean arbiter-wheel
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -96,6 +97,10 @@ lint: ruff yamllint ansible-lint sanity galaxy-import docs-lint
 unit: venv collection
 	$(BIN)/pytest -q tests/unit tests/proof arbiter/tests/unit
 
+# The Debian releases make test boots: bookworm everywhere, and a trixie host beside a bookworm one in the molecule
+# default scenario (molecule/default/molecule.yml), so that a regression on the newer release cannot land silently.
+TEST_RELEASES := bookworm,trixie
+
 # The suites on loopback and the suites on test hosts run side by side (tests/side_by_side.py): both mostly wait.
 LOOPBACK_SUITES := $(BIN)/pytest -q tests/integration arbiter/tests/integration
 HOST_SUITES := $(BIN)/pytest -q arbiter/tests/systemd tests/systemd
@@ -109,7 +114,7 @@ integration: deps venv collection wheelhouse
 	$(SIDE_BY_SIDE)/integration -- "$(LOOPBACK_SUITES)" "$(HOST_SUITES)"
 
 molecule: deps venv collection wheelhouse
-	$(BIN)/python tests/lab/lab.py rootfs
+	$(BIN)/python tests/lab/lab.py rootfs --release $(TEST_RELEASES)
 	$(MOLECULE_SUITES)
 
 awx: deps venv collection wheelhouse
@@ -120,13 +125,13 @@ awx: deps venv collection wheelhouse
 HOST_PHASE := $(SIDE_BY_SIDE)/hosts -- "$(MOLECULE_SUITES) default" "$(MOLECULE_SUITES) rollout" "$(AWX_SUITE)"
 
 hosts: deps venv collection wheelhouse
-	$(BIN)/python tests/lab/lab.py rootfs
+	$(BIN)/python tests/lab/lab.py rootfs --release $(TEST_RELEASES)
 	$(HOST_PHASE)
 
 # Lint and the unit tests keep about one core busy while the integration suites mostly wait on gunicorn and the
 # test hosts, so the three run side by side; then the molecule scenarios beside the AWX jobs.
 test: deps venv collection wheelhouse
-	$(BIN)/python tests/lab/lab.py rootfs
+	$(BIN)/python tests/lab/lab.py rootfs --release $(TEST_RELEASES)
 	$(SIDE_BY_SIDE)/checks -- "$(MAKE) --no-print-directory lint unit" "$(LOOPBACK_SUITES)" "$(HOST_SUITES)"
 	$(HOST_PHASE)
 
@@ -183,6 +188,14 @@ test-airflow: deps venv collection airflow-wheelhouse
 	$(BIN)/python tests/lab/lab.py rootfs
 	$(BIN)/python tests/lab/lab.py run --name airflow --hosts 1 -- \
 		$(BIN)/python tests/proof/airflow_proof.py --wheelhouse $(AIRFLOW_WHEELHOUSE)
+
+# Every cell of the README's support matrix that make test leaves out, in lanes side by side (tests/matrix/run.py):
+# ansible-core 2.17 to 2.20 (unit, sanity), gunicorn 25.1 to 27 (the arbiter on loopback), bullseye and trixie hosts
+# (molecule default, the SIGUSR2 hand-over), and a rolling upgrade under load across one host of each release.
+# MATRIX_ONLY="trixie" runs the cells whose name holds that word.
+MATRIX_ONLY ?=
+test-matrix: deps venv collection wheelhouse
+	$(BIN)/python tests/matrix/run.py --logs $(BUILD)/matrix/logs $(foreach only,$(MATRIX_ONLY),--only $(only))
 
 lab-down:
 	$(BIN)/python tests/lab/lab.py down --name demo

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 
-def start(command: list[str], log_path: Path) -> subprocess.Popen:
+def start(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     with log_path.open("wb") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -29,6 +29,12 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 import build_arbiter_wheel  # noqa: E402
 
+sys.path.insert(0, str(REPO / "tests/lab"))
+from lab import RELEASES  # noqa: E402
+
+# Every Python the lab's hosts make app venvs with (bullseye's and bookworm's 3.11, trixie's 3.13).
+HOST_PYTHONS = sorted({release["python"] for release in RELEASES.values()})
+
 APPS = {"asgi": REPO / "examples/apps/asgi", "wsgi": REPO / "examples/apps/wsgi"}
 RELEASES = {
     "1.0.0": "ok",
@@ -43,7 +49,7 @@ RELEASES = {
 KIND_RELEASES = {"wsgi": {"9.0.0+hostile": "hostile"}}
 # Releases beside the pinned ones in wheelhouse-requirements.txt, each downloaded on its own (one pip
 # resolution cannot hold two versions of a package), for deploys that change gunicorn_version
-# (tests/proof/change_proof.py). No dependencies of their own: gunicorn needs none on Python 3.11.
+# (tests/proof/change_proof.py). No dependencies of their own: gunicorn needs none on Python 3.10 and newer.
 OTHER_RELEASES = ["gunicorn==26.2.0"]
 
 
@@ -79,15 +85,29 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "build/wheelhouse")
     parser.add_argument("--also", type=Path, action="append", default=[], help="more requirements files to download")
     args = parser.parse_args()
-    out: Path = args.out
+    out: Path = args.out.resolve()  # the arbiter wheel is built from inside arbiter/
     out.mkdir(parents=True, exist_ok=True)
-    # The hosts run Debian bookworm's CPython 3.11 on the controller's architecture.
-    target = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "-d", str(out)]
-    pip("download", *target, "-r", str(REPO / "tests/lab/wheelhouse-requirements.txt"))
+    # The hosts run CPython on the controller's architecture; one download per Python version, into one
+    # folder, where pip on each host picks the files that fit it.
+    for version in HOST_PYTHONS:
+        target = ["--only-binary=:all:", "--python-version", version, "--implementation", "cp", "-d", str(out)]
+        pip("download", *target, "-r", str(REPO / "tests/lab/wheelhouse-requirements.txt"))
+        for requirement in OTHER_RELEASES:
+            pip("download", *target, "--no-deps", requirement)
+    # Extra requirements (Airflow's) are for the default release's hosts only.
     for requirements in args.also:
-        pip("download", *target, "-r", str(requirements))
-    for requirement in OTHER_RELEASES:
-        pip("download", *target, "--no-deps", requirement)
+        pip(
+            "download",
+            "--only-binary=:all:",
+            "--python-version",
+            RELEASES["bookworm"]["python"],
+            "--implementation",
+            "cp",
+            "-d",
+            str(out),
+            "-r",
+            str(requirements),
+        )
     for old in out.glob("graceful_gunicorn_arbiter-*.whl"):
         old.unlink()  # always rebuilt: it changes with the collection
     build_arbiter_wheel.build(out)

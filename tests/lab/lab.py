@@ -1,14 +1,21 @@
-"""Local test hosts: Debian bookworm under systemd-nspawn, with systemd as PID 1 and sshd.
+"""Local test hosts: Debian bullseye, bookworm or trixie under systemd-nspawn, with systemd as PID 1 and sshd.
 
-The hosts share one debootstrapped root filesystem (built once and cached), each booting from its
-own overlay mount, on a bridge this script creates with addresses it assigns. They reach nothing but
-the bridge: software reaches them through a wheelhouse built on the controller.
+The hosts of one release share a debootstrapped root filesystem (built once per release and cached), each
+booting from its own overlay mount, on a bridge this script creates with addresses it assigns. They reach
+nothing but the bridge: software reaches them through a wheelhouse built on the controller.
 
-    lab.py rootfs                      build the cached root filesystem if it is missing
-    lab.py up   [--name N] [--hosts K] boot K hosts, write the SSH key and the inventory
-    lab.py down [--name N]             stop the hosts, unmount, delete the bridge and the state
-    lab.py run  [--name N] [--hosts K] -- CMD ...
-                                       up, run CMD with LAB_INVENTORY set, down (also on failure)
+    lab.py rootfs [--release R[,R...]]   build the cached root filesystems that are missing
+    lab.py up   [--name N] [--hosts K] [--release R[,R...]]
+                                         boot K hosts, write the SSH key and the inventory
+    lab.py down [--name N]               stop the hosts, unmount, delete the bridge and the state
+    lab.py run  [--name N] [--hosts K] [--release R[,R...]] -- CMD ...
+                                         up, run CMD with LAB_INVENTORY set, down (also on failure)
+    lab.py app-python R                  the Python that app venvs on release R are made with
+
+--release takes one release for every host, or a list handed out in turn (bullseye,bookworm,trixie with
+--hosts 3 boots one of each); LAB_RELEASE sets the default, else bookworm. The inventory puts each host in
+a debian_<release> group and, where the release's own Python is too old for gunicorn, sets its
+gunicorn_python.
 
 Everything started is recorded in the lab's state directory and stopped by PID from there.
 """
@@ -30,14 +37,31 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("LAB_CACHE", "/var/cache/graceful-gunicorn-lab"))
-ROOTFS = CACHE / "rootfs-bookworm"
 STATE_ROOT = Path(os.environ.get("LAB_STATE", REPO / ".lab"))
 MIRROR = os.environ.get("LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = (
     "systemd,systemd-sysv,dbus,python3,python3-venv,openssh-server,iproute2,sudo,procps,curl,ca-certificates,less"
 )
+# Bullseye's Python is 3.9 and gunicorn 25.1 and newer need 3.10, so its hosts get CPython 3.11 built from
+# source under /opt, as a bullseye fleet would install one, and the role's gunicorn_python names it. The
+# source is the upstream tarball that Debian's archive serves as python3.11's orig tarball, checked by digest.
+PYTHON_SOURCE = {
+    "url": "/pool/main/p/python3.11/python3.11_3.11.2.orig.tar.gz",
+    "sha256": "2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849",
+    "dir": "Python-3.11.2",
+    "prefix": "/opt/python3.11",
+    "build_packages": "build-essential,libssl-dev,zlib1g-dev,libffi-dev,libbz2-dev,liblzma-dev,libsqlite3-dev",
+}
+# What each release's hosts run: the Python that app venvs are made with, and its version (the wheelhouse
+# holds wheels for each).
+RELEASES = {
+    "bullseye": {"app_python": PYTHON_SOURCE["prefix"] + "/bin/python3.11", "python": "3.11"},
+    "bookworm": {"app_python": "/usr/bin/python3", "python": "3.11"},
+    "trixie": {"app_python": "/usr/bin/python3", "python": "3.13"},
+}
+DEFAULT_RELEASE = "bookworm"
 # Bumped whenever the rootfs recipe changes, so that a stale cache is rebuilt.
-ROOTFS_RECIPE = "3"
+ROOTFS_RECIPE = "4"
 BOOT_TIMEOUT = 90
 
 
@@ -52,33 +76,81 @@ def sh(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
 # ---------------------------------------------------------------- rootfs
 
 
-def build_rootfs() -> None:
-    stamp = ROOTFS / ".lab-recipe"
+def parse_releases(value: str) -> list[str]:
+    """A release or a comma-separated list of them, each one the lab knows."""
+    releases = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [r for r in releases if r not in RELEASES]
+    if not releases or unknown:
+        raise SystemExit(f"lab: --release {value!r}: expected one or more of {', '.join(RELEASES)}, comma-separated")
+    return releases
+
+
+def rootfs_path(release: str) -> Path:
+    return CACHE / f"rootfs-{release}"
+
+
+def build_rootfs(release: str) -> None:
+    rootfs = rootfs_path(release)
+    stamp = rootfs / ".lab-recipe"
     if stamp.exists() and stamp.read_text().strip() == ROOTFS_RECIPE:
         return
     for tool in ("debootstrap", "systemd-nspawn"):
         if not shutil.which(tool):
             sys.exit(f"lab: {tool} is missing: apt-get install debootstrap systemd-container")
     CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = CACHE / "rootfs-bookworm.tmp"
+    tmp = CACHE / f"rootfs-{release}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    log(f"debootstrapping bookworm into {tmp} (about a minute)")
+    builds_python = RELEASES[release]["app_python"].startswith(PYTHON_SOURCE["prefix"])
+    packages = PACKAGES + ("," + PYTHON_SOURCE["build_packages"] if builds_python else "")
+    log(f"debootstrapping {release} into {tmp} (a minute or two)")
     sh(
         "debootstrap",
         "--variant=minbase",
-        f"--include={PACKAGES}",
-        "bookworm",
+        f"--include={packages}",
+        release,
         str(tmp),
         MIRROR,
         stdout=subprocess.DEVNULL,
     )
+    if builds_python:
+        _build_python(tmp)
     _configure_rootfs(tmp)
     (tmp / ".lab-recipe").write_text(ROOTFS_RECIPE + "\n")
-    if ROOTFS.exists():
-        shutil.rmtree(ROOTFS)
-    tmp.rename(ROOTFS)
-    log(f"rootfs ready at {ROOTFS}")
+    if rootfs.exists():
+        shutil.rmtree(rootfs)
+    tmp.rename(rootfs)
+    log(f"rootfs ready at {rootfs}")
+
+
+def _build_python(root: Path) -> None:
+    """CPython from source into PYTHON_SOURCE's prefix, compiled inside the root filesystem against its libraries."""
+    source = root / "usr/src" / PYTHON_SOURCE["dir"]
+    tarball = root / "usr/src/python.tar.gz"
+    log(f"building CPython {PYTHON_SOURCE['dir']} into {PYTHON_SOURCE['prefix']} (five minutes or so)")
+    sh("curl", "-fsS", "--retry", "3", "-o", str(tarball), MIRROR + PYTHON_SOURCE["url"])
+    digest = sh("sha256sum", str(tarball), capture_output=True).stdout.split()[0]
+    if digest != PYTHON_SOURCE["sha256"]:
+        raise SystemExit(f"lab: {PYTHON_SOURCE['url']} has digest {digest}, expected {PYTHON_SOURCE['sha256']}")
+    sh("tar", "-C", str(source.parent), "-xzf", str(tarball))
+    build = (
+        f"cd /usr/src/{PYTHON_SOURCE['dir']} && ./configure --prefix={PYTHON_SOURCE['prefix']} --with-ensurepip=install"
+        f" && make -j{os.cpu_count() or 2} && make install"
+    )
+    build_log = CACHE / "python-build.log"
+    # No network inside: everything the build needs is in the tarball and the packages debootstrap installed.
+    nspawn = ["systemd-nspawn", "-q", "-D", str(root), "--register=no", "--keep-unit", "--private-network", "--pipe"]
+    with build_log.open("w") as out:
+        built = subprocess.run(
+            [*nspawn, "/bin/sh", "-c", build],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if built.returncode != 0:
+        raise SystemExit(f"lab: building CPython failed (exit {built.returncode}); see {build_log}")
+    shutil.rmtree(source)
+    tarball.unlink()
 
 
 def _configure_rootfs(root: Path) -> None:
@@ -138,8 +210,9 @@ class Lab:
         self.meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
     # -- up
-    def up(self, count: int) -> None:
-        build_rootfs()
+    def up(self, count: int, releases: list[str]) -> None:
+        for release in dict.fromkeys(releases):
+            build_rootfs(release)
         if self.meta_path.exists():
             sys.exit(f"lab: {self.name} is already up (state in {self.state}); run 'lab.py down' first")
         self.state.mkdir(parents=True, exist_ok=True)
@@ -150,7 +223,7 @@ class Lab:
             self._make_bridge(meta)
             key = self._make_key()
             for index in range(1, count + 1):
-                meta["hosts"].append(self._boot(index, key))
+                meta["hosts"].append(self._boot(index, key, releases[(index - 1) % len(releases)]))
                 self.save(meta)
             for host in meta["hosts"]:
                 self._wait_ready(host, key)
@@ -184,14 +257,14 @@ class Lab:
             sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"lab-{self.name}", "-f", str(key))
         return key
 
-    def _boot(self, index: int, key: Path) -> dict:
+    def _boot(self, index: int, key: Path, release: str) -> dict:
         name = f"{self.name}-h{index}"
         address = self.host_addr(index)
         base = self.state / name
         upper, work, root = base / "upper", base / "work", base / "root"
         for d in (upper, work, root):
             d.mkdir(parents=True, exist_ok=True)
-        host = {"name": name, "address": address, "root": str(root), "pid": None, "mounted": False}
+        host = {"name": name, "address": address, "release": release, "root": str(root), "pid": None, "mounted": False}
         (upper / "etc/systemd/network").mkdir(parents=True, exist_ok=True)
         (upper / "etc/hostname").write_text(name + "\n")
         (upper / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {name}\n")
@@ -204,7 +277,15 @@ class Lab:
         auth = ssh_dir / "authorized_keys"
         auth.write_text(Path(f"{key}.pub").read_text())
         auth.chmod(0o600)
-        sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={ROOTFS},upperdir={upper},workdir={work}", str(root))
+        sh(
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={rootfs_path(release)},upperdir={upper},workdir={work}",
+            str(root),
+        )
         host["mounted"] = True
         env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
         with open(base / "console.log", "w") as console:
@@ -255,7 +336,6 @@ class Lab:
         raise SystemExit(f"lab: {host['name']} not ready after {BOOT_TIMEOUT}s (state {state})")
 
     def _write_inventory(self, meta: dict, key: Path) -> None:
-        hosts = {h["name"]: {"ansible_host": h["address"]} for h in meta["hosts"]}
         lines = [
             "# Generated by tests/lab/lab.py: the lab's hosts, reachable only over its bridge.",
             "all:",
@@ -270,9 +350,17 @@ class Lab:
             "    gunicorn_hosts:",
             "      hosts:",
         ]
-        for name, hv in hosts.items():
-            lines.append(f"        {name}:")
-            lines.append(f"          ansible_host: {hv['ansible_host']}")
+        for host in meta["hosts"]:
+            release = RELEASES[host["release"]]
+            lines.append(f"        {host['name']}:")
+            lines.append(f"          ansible_host: {host['address']}")
+            lines.append(f"          lab_release: {host['release']}")
+            if release["app_python"] != RELEASES[DEFAULT_RELEASE]["app_python"]:
+                lines.append(f"          gunicorn_python: {release['app_python']}")
+        for release in dict.fromkeys(h["release"] for h in meta["hosts"]):
+            lines.append(f"    debian_{release}:")
+            lines.append("      hosts:")
+            lines.extend(f"        {h['name']}:" for h in meta["hosts"] if h["release"] == release)
         (self.state / "inventory.yml").write_text("\n".join(lines) + "\n")
 
     # -- down
@@ -356,20 +444,27 @@ def _port_open(address: str, port: int) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["rootfs", "up", "down", "run", "inventory", "check-route"])
+    parser.add_argument("command", choices=["rootfs", "up", "down", "run", "inventory", "check-route", "app-python"])
     parser.add_argument("--name", default=os.environ.get("LAB_NAME", "lab"))
     parser.add_argument("--hosts", type=int, default=int(os.environ.get("LAB_HOSTS", "3")))
-    parser.add_argument("addresses", nargs="*", help="for check-route")
+    parser.add_argument("--release", default=os.environ.get("LAB_RELEASE") or DEFAULT_RELEASE)
+    parser.add_argument("addresses", nargs="*", help="for check-route; the release for app-python")
     argv = sys.argv[1:]
     rest = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_intermixed_args(argv[: argv.index("--")] if "--" in argv else argv)
+    releases = parse_releases(args.release)
+    if args.command == "app-python":
+        for release in args.addresses or releases:
+            print(RELEASES[parse_releases(release)[0]]["app_python"])
+        return 0
     if os.geteuid() != 0:
         sys.exit("lab: must run as root (mounts, bridges and containers)")
     lab = Lab(args.name)
     if args.command == "rootfs":
-        build_rootfs()
+        for release in dict.fromkeys(releases):
+            build_rootfs(release)
     elif args.command == "up":
-        lab.up(args.hosts)
+        lab.up(args.hosts, releases)
         print(lab.state / "inventory.yml")
     elif args.command == "down":
         lab.down()
@@ -386,7 +481,7 @@ def main() -> int:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, lambda *_: sys.exit(128 + 15))
         try:
-            lab.up(args.hosts)
+            lab.up(args.hosts, releases)
             env = dict(
                 os.environ, LAB_INVENTORY=str(lab.state / "inventory.yml"), LAB_NAME=lab.name, LAB_BRIDGE=lab.bridge
             )

@@ -1,7 +1,8 @@
 """A systemd-nspawn test host (tests/lab/lab.py) with the demo WSGI app and this arbiter installed.
 
 Each test boots its own host and always tears it down. The demo app goes to /opt/demo/venv, its
-configuration to /etc/gunicorn/demo/, its runtime files to /run/gunicorn-demo/.
+configuration to /etc/gunicorn/demo/, its runtime files to /run/gunicorn-demo/. LAB_RELEASE picks the host's
+Debian release (bookworm unless set; make test-matrix runs these tests on bullseye and trixie too).
 """
 
 import importlib.util
@@ -23,6 +24,7 @@ _lab_spec = importlib.util.spec_from_file_location("lab", LAB)
 lab = importlib.util.module_from_spec(_lab_spec)
 _lab_spec.loader.exec_module(lab)
 WHEELHOUSE = ROOT / "build/wheelhouse"
+RELEASE = lab.parse_releases(os.environ.get("LAB_RELEASE") or lab.DEFAULT_RELEASE)[0]
 
 # Applied by each test module as `pytestmark = LAB_MARKS`.
 LAB_MARKS = [
@@ -38,6 +40,9 @@ class Host:
         self.name = name
         self.key = ROOT / ".lab" / name / "id_ed25519"
         self.address = None
+        self.release = RELEASE
+        # The Python the demo's venv is made with: the release's own, or the one the lab builds where that is too old.
+        self.python = lab.RELEASES[RELEASE]["app_python"]
 
     def ssh(self, command: str, check: bool = True, input: str | None = None) -> str:
         result = subprocess.run(
@@ -71,7 +76,7 @@ class Host:
             [*lab.ssh_cmd(self.key, self.address), "tar -C /tmp/wheels -xf -"], input=tar, check=True, timeout=120
         )
         self.ssh(
-            "python3 -m venv /opt/demo/venv && /opt/demo/venv/bin/pip install -q --no-index "
+            f"{self.python} -m venv /opt/demo/venv && /opt/demo/venv/bin/pip install -q --no-index "
             "--find-links /tmp/wheels graceful-gunicorn-arbiter 'graceful-demo-wsgi==1.0.0'"
         )
         self.ssh("cat > /etc/gunicorn/demo/gunicorn.conf.py", input=config)
@@ -116,7 +121,7 @@ def host():
     host = Host(name)
     try:
         out = subprocess.run(
-            [sys.executable, LAB, "up", "--name", name, "--hosts", "1"],
+            [sys.executable, LAB, "up", "--name", name, "--hosts", "1", "--release", RELEASE],
             capture_output=True,
             text=True,
             timeout=600,

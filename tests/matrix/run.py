@@ -1,0 +1,124 @@
+"""The support matrix, run: every cell the README's support matrix names beyond what make test covers.
+
+    run.py [--logs build/matrix/logs] [--only NAME ...] [--list]
+
+Cells run in lanes side by side: the ansible-core cells keep a core busy, the gunicorn cells mostly wait on
+masters on loopback, and the host cells mostly wait on test hosts. Within a lane, cells run one after
+another, and a failed cell does not stop the ones after it. Each cell's log goes to the logs folder; the
+end is a table of every cell, its result and its time. The exit status is 0 only when every cell passed.
+
+The cells:
+- ansible-core 2.17, 2.18, 2.19 and 2.20: the unit tests and ansible-test sanity (ansible_core_cell.py);
+- gunicorn 25.1, 26.2 and 27.0: the arbiter's unit and integration tests on loopback (gunicorn_cell.py);
+- Debian bullseye and trixie hosts: the molecule default scenario, and the SIGUSR2 hand-over under systemd;
+- a mixed fleet, one host of each release: the rolling-upgrade proof under load (tests/demo/rollout.py proof).
+
+On SIGINT or SIGTERM the running cells are stopped by their process groups; the labs tear themselves down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests/lab"))
+from lab import RELEASES  # noqa: E402
+from side_by_side import start, stop  # noqa: E402
+
+PY = sys.executable
+LAB = [PY, str(REPO / "tests/lab/lab.py")]
+ANSIBLE_CORE = ["2.17", "2.18", "2.19", "2.20"]
+GUNICORN = ["25.1.0", "26.2.0", "27.0.1"]
+OTHER_RELEASES = [r for r in RELEASES if r != "bookworm"]
+
+
+def cells() -> dict[str, list[tuple[str, list[str], dict[str, str]]]]:
+    """Lanes of (name, argv, extra environment)."""
+    ansible = [
+        (f"ansible-core {v}", [PY, str(REPO / "tests/matrix/ansible_core_cell.py"), v], {}) for v in ANSIBLE_CORE
+    ]
+    gunicorn = [(f"gunicorn {v}", [PY, str(REPO / "tests/matrix/gunicorn_cell.py"), v], {}) for v in GUNICORN]
+    hosts = []
+    for release in OTHER_RELEASES:
+        env = {"LAB_RELEASE": release, "LAB_APP_PYTHON": RELEASES[release]["app_python"]}
+        hosts.append(
+            (f"molecule default on {release}", ["bash", str(REPO / "tests/molecule_scenarios.sh"), "default"], env)
+        )
+        usr2 = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "arbiter/tests/systemd")]
+        gunicorn.append((f"SIGUSR2 hand-over on {release}", usr2, env))
+    mixed = ",".join(RELEASES)
+    rollout = [*LAB, "run", "--name", "mixed", "--hosts", str(len(RELEASES)), "--release", mixed, "--"]
+    rollout += [PY, str(REPO / "tests/demo/rollout.py"), "proof", "--out", str(REPO / "build/matrix/mixed-rollout")]
+    hosts.append((f"rolling upgrade under load on {mixed}", rollout, {}))
+    return {"ansible-core": ansible, "gunicorn and systemd": gunicorn, "hosts": hosts}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--logs", type=Path, default=REPO / "build/matrix/logs")
+    parser.add_argument("--only", action="append", default=[], help="run the cells whose name contains this")
+    parser.add_argument("--list", action="store_true", help="print the cells and exit")
+    args = parser.parse_args()
+    lanes = {
+        name: [cell for cell in lane if not args.only or any(part in cell[0] for part in args.only)]
+        for name, lane in cells().items()
+    }
+    if args.list:
+        for name, lane in lanes.items():
+            print(f"{name}: " + "; ".join(cell[0] for cell in lane))
+        return 0
+    args.logs.mkdir(parents=True, exist_ok=True)
+    for release in dict.fromkeys(RELEASES):
+        subprocess.run([*LAB, "rootfs", "--release", release], check=True)
+
+    def interrupted(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    results: list[tuple[str, int, float]] = []
+    running: dict[str, tuple[str, subprocess.Popen, float, Path]] = {}
+    queues = {name: list(lane) for name, lane in lanes.items() if lane}
+    began = time.monotonic()
+    try:
+        while queues or running:
+            for lane_name in list(queues):
+                if lane_name in running:
+                    continue
+                cell_name, argv, env = queues[lane_name].pop(0)
+                if not queues[lane_name]:
+                    del queues[lane_name]
+                log_path = args.logs / (cell_name.replace(" ", "-").replace(",", "-") + ".log")
+                process = start(argv, log_path, env={**os.environ, **env})
+                running[lane_name] = (cell_name, process, time.monotonic(), log_path)
+                print(f"matrix: started {cell_name} (log {log_path})", flush=True)
+            for lane_name, (cell_name, process, started, log_path) in list(running.items()):
+                status = process.poll()
+                if status is None:
+                    continue
+                del running[lane_name]
+                seconds = time.monotonic() - started
+                results.append((cell_name, status, seconds))
+                print(
+                    f"matrix: {cell_name}: {'passed' if status == 0 else f'FAILED (exit {status})'} in {seconds:.0f} s"
+                )
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+                print(f"    {tail[0]}", flush=True)
+            time.sleep(1)
+    finally:
+        for _name, process, _started, _log in running.values():
+            stop(process)
+    print(f"\nmatrix: {len(results)} cells in {time.monotonic() - began:.0f} s")
+    for cell_name, status, seconds in results:
+        print(f"| {cell_name} | {'passed' if status == 0 else 'FAILED'} | {seconds:.0f} s |")
+    return 0 if results and all(status == 0 for _n, status, _s in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
