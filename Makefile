@@ -129,10 +129,12 @@ hosts: deps venv collection wheelhouse
 	$(HOST_PHASE)
 
 # Lint and the unit tests keep about one core busy while the integration suites mostly wait on gunicorn and the
-# test hosts, so the three run side by side; then the molecule scenarios beside the AWX jobs.
+# test hosts, so the three run side by side, and beside them the root filesystems of the other releases the host
+# phase boots, where they are not cached yet; then the molecule scenarios beside the AWX jobs.
 test: deps venv collection wheelhouse
-	$(BIN)/python tests/lab/lab.py rootfs --release $(TEST_RELEASES)
-	$(SIDE_BY_SIDE)/checks -- "$(MAKE) --no-print-directory lint unit" "$(LOOPBACK_SUITES)" "$(HOST_SUITES)"
+	$(BIN)/python tests/lab/lab.py rootfs
+	$(SIDE_BY_SIDE)/checks -- "$(MAKE) --no-print-directory lint unit" "$(LOOPBACK_SUITES)" "$(HOST_SUITES)" \
+		"$(BIN)/python tests/lab/lab.py rootfs --release $(TEST_RELEASES)"
 	$(HOST_PHASE)
 
 demo: deps venv collection wheelhouse
