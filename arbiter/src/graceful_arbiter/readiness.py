@@ -257,7 +257,13 @@ class ReadinessMixin:
         # gunicorn's asgi worker serves self.asgi, uvicorn-worker serves self.wsgi.
         attr = "asgi" if hasattr(self, "asgi") else "wsgi"
         uvicorn = is_uvicorn_worker(type(self))
-        drain = _drain.Drain.for_graceful_timeout(self.cfg.graceful_timeout) if uvicorn else None
+        # uvicorn, and gunicorn's `asgi` before 27 (GunicornAsgiDrainMixin): `Connection: close` is
+        # added here, to the app's responses; gunicorn 27's protocol decides it itself.
+        drain = (
+            _drain.Drain.for_graceful_timeout(self.cfg.graceful_timeout)
+            if uvicorn
+            else getattr(self, "graceful_app_drain", None)
+        )
         gate = AsgiReadinessGate(
             getattr(self, attr),
             self.cfg.worker_health_path,
@@ -265,7 +271,7 @@ class ReadinessMixin:
             self.cfg.worker_boot_timeout,
             drain=drain,
         )
-        if drain is not None:
+        if uvicorn:
             # uvicorn installs its signal handlers just before it starts the app: by the time the
             # app is ready they are in place, and the drain goes in front of them.
             gate.on_ready = lambda: _drain.install_uvicorn_drain(drain, self.log)
@@ -293,11 +299,16 @@ class GunicornAsgiDrainMixin:
     def init_process(self):
         from gunicorn.workers import gasgi
 
+        self.graceful_drain = _drain.Drain.for_graceful_timeout(self.cfg.graceful_timeout)
         protocol = _drain.draining_asgi_protocol(getattr(gasgi, "ASGIProtocol", None))
         if protocol is not None:
             # This process only: the worker builds its connections from the module's name.
             gasgi.ASGIProtocol = protocol
-            self.graceful_drain = _drain.Drain.for_graceful_timeout(self.cfg.graceful_timeout)
+        else:
+            # gunicorn 25.1 to 26.x: no ASGIProtocol._will_close (new in 27). Their protocol keeps a
+            # connection open after a response for as long as the worker is alive, which it stays
+            # during the drain; the app's responses say `Connection: close` (load_wsgi), as under uvicorn.
+            self.graceful_app_drain = self.graceful_drain
         super().init_process()
 
     def handle_exit_signal(self):
@@ -316,8 +327,11 @@ class GthreadDrainMixin:
     gthread already answers with `Connection: close` once stopping, and closes the connection after
     that response; what it cuts short is the wait for idle clients, which then find the connection
     closed under them when they send. The linger is a module constant gthread reads at each use:
-    it is set in this worker process only.
+    it is set in this worker process only. gunicorn 25.1 to 26.x have no linger and close a connection
+    right after a response that announced keep-alive; there it stays until its keep-alive timeout.
     """
+
+    graceful_keep_announced = False
 
     def init_process(self):
         from gunicorn.workers import gthread
@@ -326,7 +340,29 @@ class GthreadDrainMixin:
             gthread.STOP_KEEPALIVE_LINGER = max(
                 float(gthread.STOP_KEEPALIVE_LINGER), _drain.drain_seconds(self.cfg.graceful_timeout)
             )
+        else:
+            self.graceful_keep_announced = True  # gunicorn 25.1 to 26.x, see finish_request
         super().init_process()
+
+    def finish_request(self, conn, fs):
+        if self.alive or not self.graceful_keep_announced:
+            return super().finish_request(conn, fs)
+        # gunicorn 25.1 to 26.x (no STOP_KEEPALIVE_LINGER): a stopping worker closes a connection
+        # right after a response that announced keep-alive, under a client that may be sending its
+        # next request. Their own keep-alive path keeps it instead, until its keep-alive timeout;
+        # that request is answered with `Connection: close`, as gunicorn 27 answers it.
+        self.alive = True
+        try:
+            return super().finish_request(conn, fs)
+        finally:
+            self.alive = False
+
+    def wait_for_and_dispatch_events(self, timeout):
+        if not self.alive and self.graceful_keep_announced:
+            # gunicorn 25.1 to 26.x wait for the rest of graceful_timeout in one select once stopping:
+            # look every second, so that kept connections close at their keep-alive timeout.
+            timeout = min(timeout, 1.0)
+        return super().wait_for_and_dispatch_events(timeout)
 
 
 def is_gthread_worker(worker_class: type) -> bool:

@@ -90,4 +90,8 @@ def test_place_listen_fds_handles_overlapping_numbers():
 def test_gthread_workers_get_the_keepalive_drain():
     worker_class = readiness.with_readiness(gthread.ThreadWorker)
     assert issubclass(worker_class, readiness.GthreadDrainMixin)
-    assert hasattr(gthread, "STOP_KEEPALIVE_LINGER"), "gthread no longer has the linger this drain sets"
+    if hasattr(gthread, "STOP_KEEPALIVE_LINGER"):  # gunicorn 27: the linger this drain sets
+        return
+    # gunicorn 25.1 to 26.x: the drain keeps announced keep-alive connections through these.
+    for name in ("finish_request", "wait_for_and_dispatch_events"):
+        assert callable(getattr(gthread.ThreadWorker, name, None)), f"gthread.ThreadWorker has no {name}"
