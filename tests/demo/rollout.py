@@ -40,6 +40,7 @@ MIGRATION = (
     "mark = {'version': app.__version__, 'current': os.readlink('/srv/gunicorn/demo/current'), 'at': time.time()}; "
     "json.dump(mark, open('/tmp/graceful-hook-%s.json' % sys.argv[1], 'w'))"
 )
+# Where ansible-playbook and its siblings are: this venv's, or another ansible-core's (--ansible-bin).
 BIN = Path(sys.executable).parent
 INSTANCE = "demo"
 PORT = 8000
@@ -389,7 +390,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "build" / "demo")
     parser.add_argument("--wheelhouse", type=Path, default=REPO / "build" / "wheelhouse")
     parser.add_argument("--bridge", default=os.environ.get("LAB_BRIDGE"))
+    parser.add_argument("--ansible-bin", type=Path, help="run the playbooks with the ansible-core in this bin folder")
     args = parser.parse_args()
+    if args.ansible_bin:
+        global BIN  # one setting for the whole run, read by every playbook call
+        BIN = args.ansible_bin
     if not args.inventory:
         parser.error("--inventory (or LAB_INVENTORY) is required")
     args.out.mkdir(parents=True, exist_ok=True)

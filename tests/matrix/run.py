@@ -8,7 +8,8 @@ another, and a failed cell does not stop the ones after it. Each cell's log goes
 end is a table of every cell, its result and its time. The exit status is 0 only when every cell passed.
 
 The cells:
-- ansible-core 2.17, 2.18, 2.19 and 2.20: the unit tests and ansible-test sanity (ansible_core_cell.py);
+- ansible-core 2.17, 2.18, 2.19 and 2.20: the unit tests and ansible-test sanity (ansible_core_cell.py), and
+  under 2.17 the rollout drill on three bookworm hosts (tests/demo/rollout.py quick);
 - gunicorn 25.1, 26.2 and 27.0: the arbiter's unit and integration tests on loopback (gunicorn_cell.py);
 - Debian bullseye and trixie hosts: the molecule default scenario, and the SIGUSR2 hand-over under systemd;
 - a mixed fleet, one host of each release: the rolling-upgrade proof under load (tests/demo/rollout.py proof).
@@ -44,6 +45,13 @@ def cells() -> dict[str, list[tuple[str, list[str], dict[str, str]]]]:
     ansible = [
         (f"ansible-core {v}", [PY, str(REPO / "tests/matrix/ansible_core_cell.py"), v], {}) for v in ANSIBLE_CORE
     ]
+    # The playbooks themselves under the oldest ansible-core claimed (make test runs them under the newest pinned),
+    # with the venv its cell above made: the rollout drill of the molecule rollout scenario, on three hosts.
+    oldest = ANSIBLE_CORE[0]
+    drill = [*LAB, "run", "--name", "oldcore", "--hosts", "3", "--"]
+    drill += [PY, str(REPO / "tests/demo/rollout.py"), "quick", "--out", str(REPO / f"build/matrix/rollout-{oldest}")]
+    drill += ["--ansible-bin", str(REPO / f"build/matrix/ansible-core-{oldest}/bin")]
+    ansible.insert(1, (f"rolling upgrade under load with ansible-core {oldest}", drill, {}))
     gunicorn = [(f"gunicorn {v}", [PY, str(REPO / "tests/matrix/gunicorn_cell.py"), v], {}) for v in GUNICORN]
     hosts = []
     for release in OTHER_RELEASES:
