@@ -38,24 +38,21 @@ could not be made (no suitable Python, a package that would not install, a requi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
-import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import cell
+from cell import MATRIX, REPO, TIMED_OUT, CellError
+
 HERE = REPO / "tests" / "matrix"
 CONTROLLER_REQUIREMENTS = REPO / "tests" / "requirements-controller.txt"
-MATRIX = REPO / "build" / "matrix"
 COLLECTIONS = REPO / "build" / "collections"
 COLLECTION_LINK = COLLECTIONS / "ansible_collections" / "graceful" / "gunicorn"
 RSYNC_EXCLUDE = REPO / "tests" / "sanity" / "rsync-exclude"
@@ -67,26 +64,6 @@ SERIES = {"2.17": "3.11", "2.18": "3.11", "2.19": "3.11", "2.20": "3.12"}
 UNIT_SUITES = ("tests/unit", "tests/proof")
 # Bumped when what the venv holds changes in a way the other inputs do not show.
 CELL_FORMAT = 1
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-class CellError(Exception):
-    """The venv could not be made: exit status 2."""
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def requirement_lines(path: Path) -> dict[str, str]:
-    """{canonical name: the requirement as written} for each requirement line of a requirements file."""
-    found = {}
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.split("#", 1)[0].strip()
-        name = NAME_RE.match(line)
-        if name:
-            found[canonical(name.group())] = line
-    return found
 
 
 def cell_requirements(series: str) -> tuple[Path, str]:
@@ -94,11 +71,11 @@ def cell_requirements(series: str) -> tuple[Path, str]:
     path = HERE / f"ansible-core-{series}.txt"
     if not path.is_file():
         raise CellError(f"{path.relative_to(REPO)} is missing")
-    wanted = requirement_lines(path)
+    wanted = cell.requirement_lines(path)
     core = re.fullmatch(r"ansible-core\s*==\s*([0-9]+\.[0-9]+\.[0-9]+)", wanted.get("ansible-core", ""))
     if not core or not core.group(1).startswith(series + "."):
         raise CellError(f"{path.relative_to(REPO)} must pin ansible-core=={series}.N exactly")
-    controller = requirement_lines(CONTROLLER_REQUIREMENTS)
+    controller = cell.requirement_lines(CONTROLLER_REQUIREMENTS)
     differ = [
         f"{line!r} (the controller has {controller.get(name)!r})"
         for name, line in wanted.items()
@@ -110,22 +87,6 @@ def cell_requirements(series: str) -> tuple[Path, str]:
             + "; ".join(differ)
         )
     return path, core.group(1)
-
-
-def python_version(python: str) -> str | None:
-    """The full version of the interpreter, or None when it does not run (a pyenv shim without that version does
-    not) or cannot make a venv."""
-    try:
-        out = subprocess.run(
-            [python, "-c", "import sys, venv, ensurepip; print('%d.%d.%d' % sys.version_info[:3])"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def find_python(minor: str) -> str | None:
@@ -141,184 +102,58 @@ def find_python(minor: str) -> str | None:
             ::-1
         ]
     for candidate in dict.fromkeys(c for c in candidates if c):
-        version = python_version(candidate)
+        version = cell.python_version(candidate)
         if version and version.rsplit(".", 1)[0] == minor:
             return candidate
     return None
 
 
-def clean_env(venv: Path | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    if venv is not None:
-        env["VIRTUAL_ENV"] = str(venv)
-        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        # As the Makefile exports them for make unit and make sanity.
-        env["ANSIBLE_COLLECTIONS_PATH"] = str(COLLECTIONS)
-        env["ANSIBLE_CONFIG"] = str(REPO / "tests" / "ansible.cfg")
-    return env
+def cell_env(venv: Path | None = None) -> dict:
+    """A clean environment; with venv, that venv active and Ansible's settings as the Makefile exports them for
+    make unit and make sanity."""
+    settings = {"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "ANSIBLE_CONFIG": str(REPO / "tests" / "ansible.cfg")}
+    return cell.clean_env(venv, venv_settings=settings)
 
 
-def with_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(OSError):
-        os.killpg(pid, sig)
-
-
-def run(command: list, log, timeout: float, env: dict | None = None, cwd: Path = REPO, echo: bool = True) -> int:
-    """Run command with its output streamed to the log (and stdout); kill its process group past timeout (124)."""
-    log.write(f"$ {' '.join(map(str, command))}\n")
-    log.flush()
-    proc = subprocess.Popen(
-        [str(c) for c in command],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        text=True,
-        errors="replace",
-    )
-    deadline = time.monotonic() + timeout
-    timed_out = threading.Event()
-
-    def watchdog():
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                timed_out.set()
-                with_group(proc.pid, signal.SIGTERM)
-                for _second in range(10):
-                    if proc.poll() is not None:
-                        break
-                    time.sleep(1)
-                with_group(proc.pid, signal.SIGKILL)
-                return
-            time.sleep(1)
-
-    threading.Thread(target=watchdog, daemon=True).start()
-    try:
-        for line in proc.stdout:
-            log.write(line)
-            if echo:
-                sys.stdout.write(line)
-        proc.wait()
-    except BaseException:
-        with_group(proc.pid, signal.SIGKILL)
-        raise
-    finally:
-        # Whatever the step left running in its group (a master a test started) goes with it.
-        with_group(proc.pid, signal.SIGKILL)
-    log.flush()
-    if timed_out.is_set():
-        message = f"matrix: {Path(str(command[0])).name} killed after its {timeout:g} s limit\n"
-        log.write(message)
-        sys.stdout.write(message)
-        return 124
-    return proc.returncode
-
-
-def probe(venv: Path) -> dict:
-    """What the venv holds: its Python, ansible-core's version and where ansible and ansible_test import from."""
-    code = (
-        "import json, sys, importlib.metadata as m, ansible, ansible_test\n"
-        "from ansible.release import __version__\n"
-        "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], 'ansible_core': __version__,\n"
-        "  'dist': m.version('ansible-core'), 'ansible_file': ansible.__file__, 'test_file': ansible_test.__file__}))"
-    )
-    out = subprocess.run(
-        [str(venv / "bin" / "python"), "-I", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(venv),
-        cwd="/",
-        check=False,
-    )
-    if out.returncode:
-        raise CellError(f"the venv {venv.relative_to(REPO)} does not import ansible-core:\n{out.stderr}")
-    return json.loads(out.stdout)
+# What the venv holds: its Python, ansible-core's version and where ansible and ansible_test import from.
+PROBE = (
+    "import json, sys, importlib.metadata as m, ansible, ansible_test\n"
+    "from ansible.release import __version__\n"
+    "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], 'ansible_core': __version__,\n"
+    "  'dist': m.version('ansible-core'), 'ansible_file': ansible.__file__, 'test_file': ansible_test.__file__}))"
+)
 
 
 def prepare(series: str, python: str, rebuild: bool, log) -> tuple[Path, dict]:
     """The series' venv, built again when its stamp does not match, checked before use."""
     requirements, release = cell_requirements(series)
     venv = MATRIX / f"ansible-core-{series}"
-    stamp_path = venv / ".cell-stamp.json"
     wanted = {
         "format": CELL_FORMAT,
-        "python": [python, python_version(python)],
+        "python": [python, cell.python_version(python)],
         "requirements": requirements.read_text(encoding="utf-8"),
     }
-    try:
-        stamp = json.loads(stamp_path.read_text())
-    except (OSError, ValueError):
-        stamp = {}
-    if rebuild or stamp != wanted or not (venv / "bin" / "python").exists():
-        print(f"matrix: building {venv.relative_to(REPO)} (ansible-core {release}, {python})", flush=True)
-        log.write(f"matrix: building {venv.relative_to(REPO)}\n")
-        if venv.exists():
-            shutil.rmtree(venv)
-        steps = [
-            ([python, "-m", "venv", venv], clean_env()),
-            ([venv / "bin" / "python", "-m", "pip", "install", "-q", "-r", requirements], clean_env(venv)),
-        ]
-        for step, env in steps:
-            if run(step, log, timeout=900, env=env, echo=False):
-                raise CellError(f"could not build {venv.relative_to(REPO)} (see the log)")
-    found = probe(venv)
-    site = os.path.realpath(venv) + os.sep
+    detail = f"ansible-core {release}, {python}"
+    cell.build_or_reuse_venv(venv, python, requirements, wanted, log, cell_env(venv), rebuild=rebuild, detail=detail)
+    found = cell.probe(venv, PROBE, "ansible-core", cell_env(venv))
     problems = []
     if not found["ansible_core"] == found["dist"] == release:
         problems.append(f"ansible-core is {found['ansible_core']} (distribution {found['dist']}), not {release}")
-    problems += [
-        f"{what} imports from {found[key]}, outside the venv"
-        for what, key in (("ansible", "ansible_file"), ("ansible_test", "test_file"))
-        if not os.path.realpath(found[key]).startswith(site)
-    ]
+    problems += cell.outside_venv(venv, found, {"ansible": "ansible_file", "ansible_test": "test_file"})
     if found["python"] != SERIES[series]:
         problems.append(f"the venv runs Python {found['python']}, not {SERIES[series]}")
-    if problems:
-        stamp_path.unlink(missing_ok=True)
-        raise CellError(f"{venv.relative_to(REPO)}: " + "; ".join(problems))
-    stamp_path.write_text(json.dumps(wanted, indent=1) + "\n")
+    cell.accept_venv(venv, wanted, problems)
     return venv, found
-
-
-def pytest_counts(output: str) -> str:
-    """`412 passed, 2 skipped` from pytest's last summary line, or a word for what went wrong."""
-    for line in reversed(output.splitlines()):
-        line = line.strip().strip("=").strip()
-        if re.search(r"\bin [0-9.]+s\b", line) and re.search(
-            r"\b(passed|failed|error|errors|skipped|deselected|no tests ran)\b", line
-        ):
-            return re.sub(r"\s+in [0-9.]+s.*$", "", line)
-    return "no pytest summary"
 
 
 def unit(venv: Path, args, log, log_path: Path) -> tuple[bool, str]:
     make_collection = ["make", "--no-print-directory", "collection"]
-    if not COLLECTION_LINK.exists() and run(make_collection, log, timeout=60, env=clean_env(), echo=False):
+    if not COLLECTION_LINK.exists() and cell.run(make_collection, log, timeout=60, env=cell_env(), echo=False):
         return False, "make collection failed"
-    command = [
-        venv / "bin" / "python",
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        f"--timeout={args.test_timeout:g}",
-        *(args.extra if args.only == "unit" else []),
-        *UNIT_SUITES,
-    ]
-    mark = log.tell()
-    status = run(command, log, timeout=args.unit_timeout, env=clean_env(venv))
-    with open(log_path, errors="replace") as reread:
-        reread.seek(mark)
-        counts = pytest_counts(reread.read())
-    if status == 124:
-        counts += f", killed after {args.unit_timeout:g} s"
-    elif status and "failed" not in counts and "error" not in counts:
-        counts += f", pytest exit status {status}"
+    pytest_args = args.extra if args.only == "unit" else []
+    status, counts = cell.run_pytest(
+        venv, UNIT_SUITES, pytest_args, args.test_timeout, args.unit_timeout, log, log_path, cell_env(venv)
+    )
     return status == 0, counts
 
 
@@ -353,7 +188,7 @@ def sanity(venv: Path, found: dict, args, log_path: Path) -> tuple[bool, str]:
             shutil.rmtree(root, ignore_errors=True)
             tree.mkdir(parents=True)
             copy = ["rsync", "-a", f"--exclude-from={RSYNC_EXCLUDE}", f"{REPO}/", f"{tree}/"]
-            if run(copy, log, timeout=300, env=clean_env(), echo=False):
+            if cell.run(copy, log, timeout=300, env=cell_env(), echo=False):
                 return False, "the copy of the tree failed"
             command = [
                 venv / "bin" / "ansible-test",
@@ -366,7 +201,7 @@ def sanity(venv: Path, found: dict, args, log_path: Path) -> tuple[bool, str]:
                 *(args.extra if args.only == "sanity" else []),
             ]
             print(f"matrix: ansible-test sanity in {tree} (log: {log_path.relative_to(REPO)})", flush=True)
-            status = run(command, log, timeout=args.sanity_timeout, env=clean_env(venv), cwd=tree, echo=False)
+            status = cell.run(command, log, timeout=args.sanity_timeout, env=cell_env(venv), cwd=tree, echo=False)
         finally:
             shutil.rmtree(root, ignore_errors=True)
     text = log_path.read_text(errors="replace")
@@ -377,7 +212,7 @@ def sanity(venv: Path, found: dict, args, log_path: Path) -> tuple[bool, str]:
         if re.match(r"(ERROR|FATAL)", line):
             print(line)
     failed = re.search(r"The ([0-9]+) sanity test\(s\) listed below \(out of ([0-9]+)\) failed", text)
-    if status == 124:
+    if status == TIMED_OUT:
         return False, f"killed after {args.sanity_timeout:g} s ({ran} tests started)"
     if failed:
         return False, f"{failed.group(1)} of {failed.group(2)} tests failed"
@@ -425,7 +260,7 @@ def main() -> int:
                     f"(e.g. `pyenv install {minor}`, or the distribution's python{minor} and python{minor}-venv) "
                     "or pass --python"
                 )
-            given = python_version(python)
+            given = cell.python_version(python)
             if not given or given.rsplit(".", 1)[0] != minor:
                 raise CellError(f"{python} is {'Python ' + given if given else 'no working Python'}, not {minor}")
             venv, found = prepare(args.series, python, args.rebuild, log)
