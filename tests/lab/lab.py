@@ -127,7 +127,7 @@ def _build_python(root: Path) -> None:
     """CPython from source into PYTHON_SOURCE's prefix, compiled inside the root filesystem against its libraries."""
     source = root / "usr/src" / PYTHON_SOURCE["dir"]
     tarball = root / "usr/src/python.tar.gz"
-    log(f"building CPython {PYTHON_SOURCE['dir']} into {PYTHON_SOURCE['prefix']} (five minutes or so)")
+    log(f"building CPython {PYTHON_SOURCE['dir']} into {PYTHON_SOURCE['prefix']} (about ten minutes, once)")
     sh("curl", "-fsS", "--retry", "3", "-o", str(tarball), MIRROR + PYTHON_SOURCE["url"])
     digest = sh("sha256sum", str(tarball), capture_output=True).stdout.split()[0]
     if digest != PYTHON_SOURCE["sha256"]:

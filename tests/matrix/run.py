@@ -11,7 +11,8 @@ The cells:
 - ansible-core 2.17, 2.18, 2.19 and 2.20: the unit tests and ansible-test sanity (ansible_core_cell.py), and
   under 2.17 the rollout drill on three bookworm hosts (tests/demo/rollout.py quick);
 - gunicorn 25.1, 26.2 and 27.0: the arbiter's unit and integration tests on loopback (gunicorn_cell.py);
-- Debian bullseye and trixie hosts: the molecule default scenario, and the SIGUSR2 hand-over under systemd;
+- Debian bullseye and trixie hosts: the molecule default scenario, and the SIGUSR2 hand-over and socket
+  activation under systemd (arbiter/tests/systemd);
 - a mixed fleet, one host of each release: the rolling-upgrade proof under load (tests/demo/rollout.py proof).
 
 On SIGINT or SIGTERM the running cells are stopped by their process groups; the labs tear themselves down.
@@ -30,14 +31,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests/lab"))
-from lab import RELEASES  # noqa: E402
+from lab import DEFAULT_RELEASE, RELEASES  # noqa: E402
 from side_by_side import start, stop  # noqa: E402
 
 PY = sys.executable
 LAB = [PY, str(REPO / "tests/lab/lab.py")]
 ANSIBLE_CORE = ["2.17", "2.18", "2.19", "2.20"]
 GUNICORN = ["25.1.0", "26.2.0", "27.0.1"]
-OTHER_RELEASES = [r for r in RELEASES if r != "bookworm"]
+# make test boots the default release everywhere: the matrix boots the others.
+OTHER_RELEASES = [r for r in RELEASES if r != DEFAULT_RELEASE]
 
 
 def cells() -> dict[str, list[tuple[str, list[str], dict[str, str]]]]:
@@ -60,7 +62,7 @@ def cells() -> dict[str, list[tuple[str, list[str], dict[str, str]]]]:
             (f"molecule default on {release}", ["bash", str(REPO / "tests/molecule_scenarios.sh"), "default"], env)
         )
         usr2 = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "arbiter/tests/systemd")]
-        gunicorn.append((f"SIGUSR2 hand-over on {release}", usr2, env))
+        gunicorn.append((f"SIGUSR2 hand-over and socket activation on {release}", usr2, env))
     mixed = ",".join(RELEASES)
     rollout = [*LAB, "run", "--name", "mixed", "--hosts", str(len(RELEASES)), "--release", mixed, "--"]
     rollout += [PY, str(REPO / "tests/demo/rollout.py"), "proof", "--out", str(REPO / "build/matrix/mixed-rollout")]
@@ -83,8 +85,7 @@ def main() -> int:
             print(f"{name}: " + "; ".join(cell[0] for cell in lane))
         return 0
     args.logs.mkdir(parents=True, exist_ok=True)
-    for release in dict.fromkeys(RELEASES):
-        subprocess.run([*LAB, "rootfs", "--release", release], check=True)
+    subprocess.run([*LAB, "rootfs", "--release", ",".join(RELEASES)], check=True)
 
     def interrupted(signum, _frame):
         raise SystemExit(128 + signum)
