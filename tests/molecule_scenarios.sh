@@ -7,12 +7,16 @@ declare -A lab_of=([default]=mol [rollout]=rollout)
 scenarios=("$@")
 [ "${#scenarios[@]}" -gt 0 ] || scenarios=(default rollout)
 status=0
+current=""
+# A stop from outside (make test-matrix's cell limit, CI) still takes the scenario's hosts down.
+trap '[ -z "$current" ] || python tests/lab/lab.py down --name "$current"; exit 143' TERM INT
 for scenario in "${scenarios[@]}"; do
   if [ -z "${lab_of[$scenario]:-}" ]; then
     echo "molecule_scenarios: no scenario named '$scenario' (known: ${!lab_of[*]})" >&2
     exit 2
   fi
   started=$SECONDS
+  current=${lab_of[$scenario]}
   molecule test -s "$scenario" || { status=$?; }
   if [ "$status" -ne 0 ] && [ $((SECONDS - started)) -lt 60 ]; then
     # Failed in its first minute, before its hosts booted: a tool that did not start (molecule's probe

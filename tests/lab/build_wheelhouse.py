@@ -30,10 +30,10 @@ sys.path.insert(0, str(REPO / "tests"))
 import build_arbiter_wheel  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tests/lab"))
-from lab import RELEASES  # noqa: E402
+import lab  # noqa: E402
 
 # Every Python the lab's hosts make app venvs with (bullseye's and bookworm's 3.11, trixie's 3.13).
-HOST_PYTHONS = sorted({release["python"] for release in RELEASES.values()})
+HOST_PYTHONS = sorted({release["python"] for release in lab.RELEASES.values()})
 
 APPS = {"asgi": REPO / "examples/apps/asgi", "wsgi": REPO / "examples/apps/wsgi"}
 RELEASES = {
@@ -100,7 +100,7 @@ def main() -> int:
             "download",
             "--only-binary=:all:",
             "--python-version",
-            RELEASES["bookworm"]["python"],
+            lab.RELEASES[lab.DEFAULT_RELEASE]["python"],
             "--implementation",
             "cp",
             "-d",

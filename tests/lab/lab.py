@@ -452,7 +452,8 @@ def main() -> int:
     argv = sys.argv[1:]
     rest = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_intermixed_args(argv[: argv.index("--")] if "--" in argv else argv)
-    releases = parse_releases(args.release)
+    # Only the commands that boot or build read it: a bad LAB_RELEASE never blocks a teardown.
+    releases = parse_releases(args.release) if args.command in ("rootfs", "up", "run", "app-python") else []
     if args.command == "app-python":
         for release in args.addresses or releases:
             print(RELEASES[parse_releases(release)[0]]["app_python"])

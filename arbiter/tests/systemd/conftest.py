@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -115,10 +116,16 @@ def wheelhouse(tmp: Path) -> Path:
     return out
 
 
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt("SIGTERM")
+
+
 @pytest.fixture
 def host():
     name = f"au{os.getpid() % 10000}"
     host = Host(name)
+    # A time-out from outside (CI, make test-matrix) sends SIGTERM: unwind through the finally, so the lab goes down.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         out = subprocess.run(
             [sys.executable, LAB, "up", "--name", name, "--hosts", "1", "--release", RELEASE],
@@ -136,3 +143,4 @@ def host():
         yield host
     finally:
         subprocess.run([sys.executable, LAB, "down", "--name", name], capture_output=True, timeout=300, check=False)
+        signal.signal(signal.SIGTERM, previous)
